@@ -1,0 +1,159 @@
+"""B-spline bases over per-feature knot vectors, evaluated locally.
+
+A KAN layer's grid is a buffer ``grid`` of shape ``(in_features, grid_size + 2*spline_order + 1)``:
+one strictly increasing knot vector per input feature. Over it live ``grid_size + spline_order``
+B-splines of order ``spline_order`` (the Cox-de Boor recursion), and at any ``x`` at most
+``spline_order + 1`` of them are non-zero. Outside ``[grid[:, 0], grid[:, -1])`` all are zero.
+
+The textbook recursion builds every basis at every level on tensors of shape ``(batch, in, knots)``
+and autograd keeps all of them for backward. Here we find each input's knot span once
+(``searchsorted``), evaluate only the ``spline_order + 1`` non-zero values with de Boor's triangular
+scheme ("The NURBS Book", algorithms A2.2/A2.3), get their derivatives from the order ``k - 1``
+values in the same pass, and scatter into the dense ``(batch, in, grid_size + spline_order)``
+tensor the matrix product wants. Backward is one gather and a multiply.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["uniform_grid", "bspline_basis", "check_grid"]
+
+
+def uniform_grid(
+    in_features: int,
+    grid_size: int,
+    spline_order: int,
+    grid_range: tuple[float, float] = (-1.0, 1.0),
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The initial knots: uniform on ``grid_range``, extended by ``spline_order`` knots each side.
+
+    ``grid[i, t] = lo + (t - spline_order) * h`` with ``h = (hi - lo) / grid_size``, the same
+    for every feature ``i``. Returns a tensor of shape ``(in_features, grid_size + 2*spline_order + 1)``.
+    """
+    lo, hi = float(grid_range[0]), float(grid_range[1])
+    h = (hi - lo) / grid_size
+    steps = torch.arange(-spline_order, grid_size + spline_order + 1, device=device, dtype=torch.float64)
+    knots = (steps * h + lo).to(dtype or torch.get_default_dtype())
+    return knots.expand(in_features, -1).contiguous()
+
+
+def check_grid(grid: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless every feature's knots are finite and strictly increasing."""
+    if not bool(torch.isfinite(grid).all()):
+        raise ValueError("grid has non-finite knots")
+    if grid.shape[-1] > 1 and not bool((grid[:, 1:] > grid[:, :-1]).all()):
+        raise ValueError("grid knots must be strictly increasing along each feature")
+
+
+def _pad_knots(grid: torch.Tensor, spline_order: int) -> torch.Tensor:
+    """Extend each knot vector by ``spline_order`` knots on both sides, at its end spacings.
+
+    The local scheme reads knots ``span - k + 1 .. span + k``; near the ends of the grid these
+    fall outside it. The extra knots only shape bases with indices outside ``0 .. G+K-1`` (which
+    are dropped), so any strictly increasing padding gives the same kept values; padding keeps
+    every denominator positive, so no NaN appears even in the dropped lanes.
+    """
+    if spline_order == 0:
+        return grid
+    k = spline_order
+    steps = torch.arange(1, k + 1, device=grid.device, dtype=grid.dtype)
+    h_lo = grid[:, 1:2] - grid[:, 0:1]
+    h_hi = grid[:, -1:] - grid[:, -2:-1]
+    lower = grid[:, 0:1] - h_lo * steps.flip(0)
+    upper = grid[:, -1:] + h_hi * steps
+    return torch.cat([lower, grid, upper], dim=1)
+
+
+def _local_bases(
+    x: torch.Tensor, grid: torch.Tensor, spline_order: int, with_derivative: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Non-zero bases of ``x`` (shape ``(N, I)``, in the compute dtype) and where they go.
+
+    Returns ``(index, values, derivatives)``, each of shape ``(N, I, K + 1)``: ``values[..., r]`` is
+    basis ``index[..., r]`` at ``x``; lanes whose basis index is out of range, or whose ``x`` is
+    outside the grid (or NaN), have value and derivative 0 and an index clamped into range.
+    """
+    k = spline_order
+    n_knots = grid.shape[1]
+    n_bases = n_knots - 1 - k
+    # Span s: grid[s] <= x < grid[s + 1]. searchsorted wants one sorted row per feature.
+    span = torch.searchsorted(grid, x.t().contiguous(), right=True).t() - 1
+    inside = (x >= grid[:, 0]) & (x < grid[:, -1])  # False for NaN too
+    span = span.clamp(0, n_knots - 2)
+
+    rel = torch.arange(k + 1, device=x.device)
+    first = span.unsqueeze(-1) - k + rel  # basis index of each lane, before clamping
+    keep = inside.unsqueeze(-1) & (first >= 0) & (first < n_bases)
+    index = first.clamp(0, n_bases - 1)
+
+    values = [torch.ones_like(x)]
+    derivs = None
+    if k > 0:
+        padded = _pad_knots(grid, k).t()  # (n_knots + 2k, I); padded[s + k] == grid[s]
+        padded_span = span + k
+        knot = {m: padded.gather(0, padded_span + m) for m in range(1 - k, k + 1)}  # grid[s + m]
+        left = [None] + [x - knot[1 - j] for j in range(1, k + 1)]  # x - t[s+1-j]
+        right = [None] + [knot[j] - x for j in range(1, k + 1)]  # t[s+j] - x
+        for j in range(1, k + 1):
+            if j == k and with_derivative:
+                # Order k-1 values give the derivatives: B'_{i,k} = k (B_{i,k-1}/(t_{i+k}-t_i)
+                # - B_{i+1,k-1}/(t_{i+k+1}-t_{i+1})), with a[m] the second term for r = m.
+                a = [values[m] / (right[m + 1] + left[k - m]) for m in range(k)]
+                zero = torch.zeros_like(x)
+                derivs = [
+                    k * ((a[r - 1] if r > 0 else zero) - (a[r] if r < k else zero)) for r in range(k + 1)
+                ]
+            saved = torch.zeros_like(x)
+            new_values = []
+            for r in range(j):
+                temp = values[r] / (right[r + 1] + left[j - r])
+                new_values.append(saved + right[r + 1] * temp)
+                saved = left[j - r] * temp
+            new_values.append(saved)
+            values = new_values
+    vals = torch.stack(values, dim=-1) * keep
+    if with_derivative:
+        d = torch.stack(derivs, dim=-1) * keep if derivs is not None else torch.zeros_like(vals)
+    else:
+        d = None
+    return index, vals, d
+
+
+class _BSplineBasis(torch.autograd.Function):
+    """Dense bases with a backward that needs only the saved local derivatives."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, grid: torch.Tensor, spline_order: int) -> torch.Tensor:
+        compute_dtype = torch.promote_types(torch.promote_types(x.dtype, grid.dtype), torch.float32)
+        xc = x.to(compute_dtype)
+        gc = grid.to(compute_dtype)
+        n_bases = grid.shape[1] - 1 - spline_order
+        index, vals, derivs = _local_bases(xc, gc, spline_order, with_derivative=ctx.needs_input_grad[0])
+        out = torch.zeros(*x.shape, n_bases, device=x.device, dtype=compute_dtype)
+        # scatter_add: clamped duplicate indices carry value 0, so the sum is exact.
+        out.scatter_add_(2, index, vals)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(index, derivs)
+            ctx.input_dtype = x.dtype
+        return out.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        index, derivs = ctx.saved_tensors
+        grad_x = (grad_out.to(derivs.dtype).gather(2, index) * derivs).sum(-1)
+        return grad_x.to(ctx.input_dtype), None, None
+
+
+def bspline_basis(x: torch.Tensor, grid: torch.Tensor, spline_order: int) -> torch.Tensor:
+    """B-spline bases of ``x`` (shape ``(N, in_features)``) over ``grid``.
+
+    Returns ``(N, in_features, grid.shape[1] - 1 - spline_order)`` in ``x.dtype`` (knot arithmetic
+    is done in at least float32). Differentiable with respect to ``x`` (first order); the grid is
+    treated as a constant, as in the reference formulation where it is a buffer.
+    """
+    return _BSplineBasis.apply(x, grid, spline_order)

@@ -1,0 +1,357 @@
+"""``KANLinear``, a drop-in for ``nn.Linear``, and the ``KAN`` container.
+
+The layer computes, for every output ``o``::
+
+    y[..., o] = sum_i base_weight[o, i] * act(x[..., i])
+              + sum_i sum_j B_j(x[..., i]) * spline_weight[o, i, j] * spline_scaler[o, i]
+              + bias[o]
+
+with ``B_j`` the B-splines of order ``spline_order`` over the per-feature knots ``grid[i]``
+(see :mod:`efficient_kan.bspline`). Parameters, buffer, initialisation and state-dict keys are
+those of the widely used efficient-kan formulation (plus an optional ``bias``), so its checkpoints
+load. The module validates input and holds state; the maths is one call to
+:func:`efficient_kan.functional.kan_linear`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .bspline import bspline_basis, check_grid, uniform_grid
+from .functional import BACKENDS, kan_linear
+from .reference import Activation
+
+__all__ = ["KANLinear", "KAN"]
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _fit_spline_coefficients(bases: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Least-squares coefficients ``c`` with ``bases @ c ~= values``, independently per feature.
+
+    ``bases (I, N, C)``, ``values (I, N, O)`` -> ``(I, C, O)``, in float64. Normal equations with a
+    tiny ridge, relative to each feature's largest Gram diagonal: it only matters for bases that
+    no sample touches (their coefficient goes to 0, as a minimum-norm solution would), and it
+    works on every device (``torch.linalg.lstsq`` on CUDA needs full rank).
+    """
+    bases = bases.double()
+    gram = bases.transpose(1, 2) @ bases
+    rhs = bases.transpose(1, 2) @ values.double()
+    diag = gram.diagonal(dim1=1, dim2=2)
+    ridge = 1e-10 * diag.amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram + ridge[:, None, None] * eye, rhs)
+
+
+class KANLinear(nn.Module):
+    """A Kolmogorov-Arnold layer with B-spline edge functions; input ``(*, in_features)``.
+
+    Args:
+        in_features, out_features: sizes, as for ``nn.Linear``.
+        bias: add a learnable ``bias (out_features,)`` like ``nn.Linear`` (efficient-kan had none;
+            use ``bias=False`` to load its checkpoints).
+        grid_size: number of grid intervals ``G`` on ``grid_range``.
+        spline_order: B-spline order ``K`` (3 = cubic); each feature has ``G + K`` bases.
+        grid_range: initial knot range ``(lo, hi)``, ``lo < hi``.
+        scale_noise: size of the random initial spline coefficients.
+        scale_base: gain of the base weight's Kaiming-uniform initialisation.
+        scale_spline: gain of the spline scaler's initialisation (or a fixed factor without it).
+        enable_standalone_scale_spline: learn a per-edge ``spline_scaler (out, in)``.
+        base_activation: an ``nn.Module`` class (instantiated) or instance; ``nn.SiLU`` and
+            ``nn.Identity`` run fused on the Triton path, others run in PyTorch.
+        grid_eps: in ``update_grid``, the weight of the uniform knots against the adaptive ones.
+        device, dtype: factory arguments, as for ``nn.Linear``.
+
+    Attributes:
+        backend: ``"auto"`` (Triton on CUDA, PyTorch elsewhere), ``"triton"`` or ``"torch"``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: Sequence[float] = (-1.0, 1.0),
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: type[nn.Module] | nn.Module = nn.SiLU,
+        grid_eps: float = 0.02,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _check_positive_int("in_features", in_features)
+        self.out_features = _check_positive_int("out_features", out_features)
+        self.grid_size = _check_positive_int("grid_size", grid_size)
+        self.spline_order = _check_positive_int("spline_order", spline_order, minimum=0)
+        if len(grid_range) != 2 or not all(math.isfinite(float(v)) for v in grid_range):
+            raise ValueError(f"grid_range must be two finite numbers (lo, hi), got {grid_range!r}")
+        lo, hi = float(grid_range[0]), float(grid_range[1])
+        if not lo < hi:
+            raise ValueError(f"grid_range must be increasing (lo < hi), got {grid_range!r}")
+        self.grid_range = (lo, hi)
+        if not 0.0 <= grid_eps <= 1.0:
+            raise ValueError(f"grid_eps must lie in [0, 1], got {grid_eps!r}")
+        if scale_noise < 0:
+            raise ValueError(f"scale_noise must be >= 0, got {scale_noise!r}")
+        self.scale_noise = float(scale_noise)
+        self.scale_base = float(scale_base)
+        self.scale_spline = float(scale_spline)
+        self.enable_standalone_scale_spline = bool(enable_standalone_scale_spline)
+        self.grid_eps = float(grid_eps)
+        if isinstance(base_activation, type) and issubclass(base_activation, nn.Module):
+            base_activation = base_activation()
+        if not isinstance(base_activation, nn.Module):
+            raise TypeError(
+                "base_activation must be an nn.Module class (e.g. nn.SiLU) or instance, "
+                f"got {base_activation!r}"
+            )
+        self.base_activation = base_activation
+        self.backend = "auto"
+
+        factory = {"device": device, "dtype": dtype}
+        n_bases = self.grid_size + self.spline_order
+        self.register_buffer(
+            "grid",
+            uniform_grid(self.in_features, self.grid_size, self.spline_order, self.grid_range, **factory),
+        )
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, n_bases, **factory))
+        if self.enable_standalone_scale_spline:
+            self.spline_scaler = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        else:
+            self.register_parameter("spline_scaler", None)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+        self._backend = value
+
+    # ------------------------------------------------------------------ initialisation
+    def reset_parameters(self) -> None:
+        """Re-initialise like efficient-kan (and ``bias`` like ``nn.Linear``); resets the grid."""
+        with torch.no_grad():
+            self.grid.copy_(
+                uniform_grid(self.in_features, self.grid_size, self.spline_order, self.grid_range)
+            )
+            nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * self.scale_base)
+            # Small random curves sampled on the grid points, fitted by the splines. Drawn on the
+            # CPU, as efficient-kan does, so a seed gives the same layer on every device.
+            noise = (
+                (torch.rand(self.grid_size + 1, self.in_features, self.out_features) - 0.5)
+                * self.scale_noise
+                / self.grid_size
+            )
+            grid_cpu = self.grid.detach().cpu().double()
+            points = grid_cpu.t()[self.spline_order : self.spline_order + self.grid_size + 1]  # (G+1, I)
+            coeff = _fit_spline_coefficients(
+                bspline_basis(points, grid_cpu, self.spline_order).transpose(0, 1),
+                noise.double().transpose(0, 1),
+            )  # (I, C, O)
+            if not self.enable_standalone_scale_spline:
+                coeff = coeff * self.scale_spline
+            self.spline_weight.copy_(coeff.permute(2, 0, 1))
+            if self.spline_scaler is not None:
+                nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(self.in_features)
+                nn.init.uniform_(self.bias, -bound, bound)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, init: str = "kan", **kwargs) -> KANLinear:
+        """A ``KANLinear`` with ``linear``'s sizes, bias presence, device and dtype.
+
+        ``init="kan"`` (default): a fresh KAN initialisation. ``init="linear"``: the new layer
+        computes exactly what ``linear`` computed (identity base branch carrying its weight and
+        bias, zero splines), so a pretrained model keeps its accuracy and then learns splines.
+        Other keyword arguments go to the constructor.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+        if init not in ("kan", "linear"):
+            raise ValueError(f"init must be 'kan' or 'linear', got {init!r}")
+        kwargs.setdefault("device", linear.weight.device)
+        kwargs.setdefault("dtype", linear.weight.dtype)
+        if init == "linear":
+            act = kwargs.setdefault("base_activation", nn.Identity)
+            if not (act is nn.Identity or isinstance(act, nn.Identity)):
+                raise ValueError(
+                    "init='linear' needs base_activation=nn.Identity to reproduce the linear map"
+                )
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, **kwargs)
+        if init == "linear":
+            with torch.no_grad():
+                layer.base_weight.copy_(linear.weight)
+                layer.spline_weight.zero_()
+                if linear.bias is not None:
+                    layer.bias.copy_(linear.bias)
+        return layer
+
+    # ------------------------------------------------------------------ forward
+    def _activation_spec(self) -> Activation:
+        act = self.base_activation
+        if type(act) is nn.SiLU:
+            return "silu"
+        if type(act) is nn.Identity:
+            return "identity"
+        return act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"KANLinear expected input of shape (*, {self.in_features}), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"KANLinear expected a floating-point input, got {x.dtype}")
+        return kan_linear(
+            x,
+            self.grid,
+            self.base_weight,
+            self.spline_weight,
+            self.spline_scaler,
+            self.bias,
+            spline_order=self.spline_order,
+            base_activation=self._activation_spec(),
+            backend=self._backend,
+        )
+
+    # ------------------------------------------------------------------ grid update
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor, margin: float = 0.01) -> None:
+        """Move the knots to the distribution of ``x`` and refit the splines to keep the function.
+
+        Knots: per feature, ``grid_eps`` times a uniform grid on ``[min - margin, max + margin]``
+        plus ``1 - grid_eps`` times the sample quantiles, extended by ``spline_order`` uniform
+        steps each side (efficient-kan's rule). Then ``spline_weight`` is refitted by least squares
+        so that every edge's spline part is kept on the samples. Unlike efficient-kan, the fit is of
+        the unscaled splines, so ``spline_scaler`` is not applied twice.
+
+        Raises ``ValueError`` (and changes nothing) if ``x`` has non-finite values, fewer than two
+        rows, or gives knots that are not strictly increasing (possible only with ``grid_eps=0``).
+        """
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"update_grid expected input of shape (*, {self.in_features}), got {tuple(x.shape)}"
+            )
+        x = x.detach().reshape(-1, self.in_features)
+        n = x.shape[0]
+        if n < 2:
+            raise ValueError(f"update_grid needs at least 2 samples, got {n}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("update_grid got non-finite input values; the grid was left unchanged")
+        xd = x.double()
+        old_grid = self.grid.double()
+        k, g = self.spline_order, self.grid_size
+
+        # The function to keep: each edge's unscaled spline on the samples, (I, N, O).
+        old_bases = bspline_basis(xd, old_grid, k).transpose(0, 1)  # (I, N, C)
+        old_values = old_bases @ self.spline_weight.double().permute(1, 2, 0)
+
+        x_sorted = torch.sort(xd, dim=0).values
+        idx = torch.linspace(0, n - 1, g + 1, dtype=torch.int64, device=x.device)
+        grid_adaptive = x_sorted[idx]
+        uniform_step = (x_sorted[-1] - x_sorted[0] + 2 * margin) / g
+        steps = torch.arange(g + 1, dtype=torch.float64, device=x.device).unsqueeze(1)
+        grid_uniform = steps * uniform_step + x_sorted[0] - margin
+        interior = self.grid_eps * grid_uniform + (1 - self.grid_eps) * grid_adaptive
+        ext = torch.arange(1, k + 1, dtype=torch.float64, device=x.device).unsqueeze(1)
+        new_grid = (
+            torch.cat(
+                [interior[:1] - uniform_step * ext.flip(0), interior, interior[-1:] + uniform_step * ext],
+                dim=0,
+            )
+            .t()
+            .contiguous()
+        )  # (I, G + 2K + 1)
+        try:
+            check_grid(new_grid)
+        except ValueError as err:
+            raise ValueError(
+                f"update_grid would make an invalid grid ({err}); the layer was left unchanged"
+            ) from None
+
+        new_bases = bspline_basis(xd, new_grid, k).transpose(0, 1)
+        coeff = _fit_spline_coefficients(new_bases, old_values)  # (I, C, O)
+        if not bool(torch.isfinite(coeff).all()):
+            raise ValueError("update_grid's refit was not finite; the layer was left unchanged")
+        self.grid.copy_(new_grid)
+        self.spline_weight.copy_(coeff.permute(2, 0, 1))
+
+    # ------------------------------------------------------------------ regularisation
+    def regularization_loss(
+        self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0
+    ) -> torch.Tensor:
+        """efficient-kan's weight-based proxy of the KAN paper's L1 + entropy regularisation.
+
+        ``l1[o, i] = mean_j |spline_weight[o, i, j]|``; loss = ``regularize_activation * sum(l1)
+        + regularize_entropy * H(l1 / sum(l1))``. Finite for all-zero rows and all-zero weights.
+        """
+        l1 = self.spline_weight.abs().mean(-1)
+        total = l1.sum()
+        p = l1 / total.clamp_min(torch.finfo(l1.dtype).tiny)
+        # 0 * log(0) := 0, with a zero (not NaN) gradient where p == 0.
+        positive = p > 0
+        entropy = -torch.where(
+            positive, p * torch.log(torch.where(positive, p, torch.ones_like(p))), 0.0
+        ).sum()
+        return regularize_activation * total + regularize_entropy * entropy
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}, "
+            f"spline_scaler={self.spline_scaler is not None}, backend={self._backend!r}"
+        )
+
+
+class KAN(nn.Module):
+    """A stack of ``KANLinear`` layers: ``KAN([784, 64, 10])`` maps 784 features to 10.
+
+    ``layer_kwargs`` go to every ``KANLinear`` (``bias`` defaults to ``False`` here, as in
+    efficient-kan's ``KAN``, so its checkpoints load).
+    """
+
+    def __init__(self, layers_hidden: Sequence[int], **layer_kwargs) -> None:
+        super().__init__()
+        widths = list(layers_hidden)
+        if len(widths) < 2:
+            raise ValueError(f"layers_hidden needs at least two widths (in, out), got {layers_hidden!r}")
+        layer_kwargs.setdefault("bias", False)
+        self.layers = nn.ModuleList(KANLinear(i, o, **layer_kwargs) for i, o in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor, update_grid: bool = False) -> torch.Tensor:
+        for layer in self.layers:
+            if update_grid:
+                layer.update_grid(x)
+            x = layer(x)
+        return x
+
+    def regularization_loss(
+        self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0
+    ) -> torch.Tensor:
+        return sum(
+            layer.regularization_loss(regularize_activation, regularize_entropy) for layer in self.layers
+        )
