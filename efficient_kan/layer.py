@@ -340,7 +340,9 @@ class KAN(nn.Module):
         if len(widths) < 2:
             raise ValueError(f"layers_hidden needs at least two widths (in, out), got {layers_hidden!r}")
         layer_kwargs.setdefault("bias", False)
-        self.layers = nn.ModuleList(KANLinear(i, o, **layer_kwargs) for i, o in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(
+            KANLinear(i, o, **layer_kwargs) for i, o in zip(widths[:-1], widths[1:], strict=True)
+        )
 
     def forward(self, x: torch.Tensor, update_grid: bool = False) -> torch.Tensor:
         for layer in self.layers:
