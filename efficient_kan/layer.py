@@ -37,18 +37,16 @@ def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
 def _fit_spline_coefficients(bases: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Least-squares coefficients ``c`` with ``bases @ c ~= values``, independently per feature.
 
-    ``bases (I, N, C)``, ``values (I, N, O)`` -> ``(I, C, O)``, in float64. Normal equations with a
-    tiny ridge, relative to each feature's largest Gram diagonal: it only matters for bases that
-    no sample touches (their coefficient goes to 0, as a minimum-norm solution would), and it
-    works on every device (``torch.linalg.lstsq`` on CUDA needs full rank).
+    ``bases (I, N, C)``, ``values (I, N, O)`` -> ``(I, C, O)``, in float64. The minimum-norm
+    solution: bases that no sample touches get coefficient 0 (underdetermined or rank-deficient
+    systems are normal here: the initial fit has ``G + 1`` points for ``G + K`` bases, and a grid
+    update may leave a basis without samples). Through the pseudo-inverse of the small Gram
+    matrices, because ``torch.linalg.lstsq`` on CUDA needs full rank.
     """
     bases = bases.double()
     gram = bases.transpose(1, 2) @ bases
     rhs = bases.transpose(1, 2) @ values.double()
-    diag = gram.diagonal(dim1=1, dim2=2)
-    ridge = 1e-10 * diag.amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + ridge[:, None, None] * eye, rhs)
+    return torch.linalg.pinv(gram, hermitian=True, rtol=1e-13) @ rhs
 
 
 class KANLinear(nn.Module):
