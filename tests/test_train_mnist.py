@@ -1,0 +1,332 @@
+"""train_mnist.py end to end on CPU: data loading, offline fallback, CLI errors, checkpoints, DDP.
+
+Everything runs on the bundled 5,000-digit subset (or tiny synthetic IDX files) with a few hundred
+samples; no test touches the network (downloads are disabled or replaced by a stub that fails).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import efficient_kan.data.mnist as mnist_mod
+import train_mnist
+from efficient_kan import uniform_grid
+from efficient_kan.data import DatasetUnavailable, load_bundled, load_dataset
+from efficient_kan.training import DistContext, TrainConfig, run, update_grid_synced
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--dataset", "mnist-5k", "--train-limit", "384", "--test-limit", "300", "--quiet"]
+SMALL_MODEL = ["--widths", "784,16,10"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_no_network(monkeypatch):
+    """One CPU thread (fast on a busy 2-core machine; restored after) and no real download."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def no_download(name, data_dir, timeout):
+        raise DatasetUnavailable("download failed (simulated: no network in tests)")
+
+    monkeypatch.setattr(mnist_mod, "_download", no_download)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_idx_dataset(folder: Path, n_train: int = 40, n_test: int = 20) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+# ------------------------------------------------------------------------------------------ data
+def test_bundled_subset_split_is_fixed_and_stratified():
+    a, b = load_bundled(), load_bundled()
+    assert a.x_train.shape == (4000, 784) and a.x_test.shape == (1000, 784)
+    assert a.y_train.bincount().tolist() == [400] * 10
+    assert a.y_test.bincount().tolist() == [100] * 10
+    assert torch.equal(a.x_test, b.x_test) and torch.equal(a.y_train, b.y_train)
+    assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64
+    # Normalised with MNIST's usual statistics: roughly zero mean, unit spread.
+    assert abs(a.x_train.mean().item()) < 0.1 and 0.8 < a.x_train.std().item() < 1.2
+    assert Path(mnist_mod.bundled_path()).with_name("README.md").is_file()
+
+
+def test_idx_files_found_in_torchvision_layout(tmp_path):
+    _fake_idx_dataset(tmp_path / "MNIST" / "raw")
+    data = load_dataset("mnist", tmp_path, log=None)
+    assert data.name == "mnist" and data.x_train.shape == (40, 784) and data.y_test.shape == (20,)
+    expected = (0 / 255 - 0.1307) / 0.3081
+    assert data.x_train.min().item() >= expected - 1e-6
+
+
+def test_fashion_mnist_found_in_system_folder(tmp_path, monkeypatch):
+    _fake_idx_dataset(tmp_path / "sys")
+    monkeypatch.setattr(mnist_mod, "SYSTEM_FASHION_MNIST", tmp_path / "sys")
+    data = load_dataset("fashion-mnist", tmp_path / "nothing-here", log=None)
+    assert data.name == "fashion-mnist" and len(data.y_train) == 40
+    assert data.mean == pytest.approx(0.2860)
+
+
+def test_corrupt_idx_file_is_a_clear_error(tmp_path):
+    _fake_idx_dataset(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc")
+    )
+    with pytest.raises(DatasetUnavailable, match="truncated or corrupt"):
+        load_dataset("mnist", tmp_path, log=None)
+
+
+def test_offline_fallback_when_download_fails(tmp_path):
+    lines: list[str] = []
+    data = load_dataset("auto", tmp_path, log=lines.append)
+    assert data.name == "mnist-5k" and len(data.y_train) == 4000
+    assert len(lines) == 1
+    assert "download failed" in lines[0] and "falling back" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "name, hint", [("mnist", "--dataset mnist-5k"), ("fashion-mnist", "apt-get install")]
+)
+def test_named_dataset_never_falls_back(tmp_path, monkeypatch, name, hint):
+    monkeypatch.setattr(mnist_mod, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    with pytest.raises(DatasetUnavailable) as info:
+        load_dataset(name, tmp_path, log=None)
+    message = str(info.value)
+    assert hint in message and "train-images-idx3-ubyte.gz" in message and str(tmp_path) in message
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_default_dataset_falls_back_offline(tmp_path, capsys):
+    results = train_mnist.main(
+        [
+            "--data-dir",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--train-limit",
+            "256",
+            "--test-limit",
+            "200",
+            "--quiet",
+        ]
+        + SMALL_MODEL
+    )
+    out = capsys.readouterr().out
+    assert results["dataset"] == "mnist-5k"
+    assert sum("falling back" in line for line in out.splitlines()) == 1
+
+
+def test_cli_named_dataset_missing_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_mnist.main(["--dataset", "mnist", "--data-dir", str(tmp_path)])
+    message = str(info.value.code)
+    assert message.startswith("error: MNIST is not under") and "\n" not in message
+    assert "--dataset mnist-5k" in message
+
+
+def test_cli_trains_writes_json_and_resumes_exactly(tmp_path, capsys):
+    common = SMALL + SMALL_MODEL + ["--seed", "3"]
+    straight = train_mnist.main(common + ["--epochs", "3", "--json", str(tmp_path / "straight.json")])
+    assert straight["test_accuracy"] > 0.3  # chance is 0.1
+    written = json.loads((tmp_path / "straight.json").read_text())
+    for key in (
+        "test_accuracy",
+        "params",
+        "train_samples_per_s",
+        "peak_memory_mib",
+        "device_name",
+        "command",
+    ):
+        assert written[key] is not None, key
+    # Per edge: G + K spline coefficients, a base weight and a spline scaler; no bias in KAN.
+    assert written["params"] == (784 * 16 + 16 * 10) * (5 + 3 + 2) and len(written["history"]) == 3
+    assert written["history"][0]["lr"] == pytest.approx(1e-3) and written["history"][1][
+        "lr"
+    ] == pytest.approx(8e-4)
+
+    ckpt = tmp_path / "ck" / "run.pt"
+    first = train_mnist.main(common + ["--epochs", "2", "--save", str(ckpt), "--resume"])
+    assert ckpt.is_file() and len(first["history"]) == 2
+    capsys.readouterr()
+    resumed = train_mnist.main(common + ["--epochs", "3", "--save", str(ckpt), "--resume"])
+    assert "resumed from" in capsys.readouterr().out
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    # Same seeded order per epoch and restored optimiser/scheduler: identical to the straight run.
+    assert resumed["test_loss"] == pytest.approx(straight["test_loss"], rel=1e-5, abs=1e-6)
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+
+
+def test_cli_mlp_and_update_grid_train(capsys):
+    mlp = train_mnist.main(SMALL + ["--model", "mlp", "--widths", "784,32,10", "--epochs", "2"])
+    assert mlp["params"] == 784 * 32 + 32 + 32 * 10 + 10 and mlp["test_accuracy"] > 0.3
+    kan = train_mnist.main(SMALL + SMALL_MODEL + ["--epochs", "2", "--update-grid-every", "3"])
+    assert kan["test_accuracy"] > 0.3 and kan["update_grid_every"] == 3
+
+
+def test_cli_progress_and_epoch_lines(capsys):
+    train_mnist.main(SMALL[:-1] + SMALL_MODEL + ["--epochs", "2"])
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("epoch ") for line in out) == 2
+    assert any(line.startswith("test accuracy") and "parameters" in line and "MiB" in line for line in out)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--widths", "78x"], "comma-separated integers"),
+        (["--epochs", "0"], "must be >= 1"),
+        (["--model", "cnn"], "invalid choice"),
+        (["--lr", "-1"], "positive number"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_flags_give_one_line(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as info:
+        train_mnist.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and err.startswith("train_mnist.py: error:")
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--widths", "10,10"], "must start with 784"),
+        (["--resume"], "--resume needs --save"),
+        (["--model", "mlp", "--update-grid-every", "2"], "needs --model kan"),
+        (["--amp", "fp16", "--device", "cpu"], "fp16 needs CUDA"),
+    ],
+)
+def test_bad_combinations_give_one_line(argv, fragment):
+    with pytest.raises(SystemExit) as info:
+        train_mnist.main(SMALL + argv)
+    message = str(info.value.code)
+    assert message.startswith("error:") and fragment in message and "\n" not in message
+
+
+def test_unusable_checkpoints_are_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as info:
+        train_mnist.main(SMALL + SMALL_MODEL + ["--save", str(bad), "--resume"])
+    assert str(info.value.code).startswith("error: cannot read checkpoint") and "\n" not in str(
+        info.value.code
+    )
+
+    ckpt = tmp_path / "ok.pt"
+    train_mnist.main(SMALL + SMALL_MODEL + ["--epochs", "1", "--save", str(ckpt)])
+    with pytest.raises(SystemExit, match="has widths=\\[784, 16, 10\\]"):
+        train_mnist.main(SMALL + ["--widths", "784,8,10", "--epochs", "2", "--save", str(ckpt), "--resume"])
+
+
+def test_cli_subprocess_error_has_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train_mnist.py"),
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(tmp_path),
+            "--offline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: MNIST is not under")
+
+
+# ------------------------------------------------------------------------------------------- DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _grid_sync_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from efficient_kan import KAN
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        ctx = DistContext(rank=rank, world_size=world, local_rank=rank)
+        torch.manual_seed(0)
+        synced = KAN([6, 5, 3])
+        naive = KAN([6, 5, 3])
+        naive.load_state_dict(synced.state_dict())
+        # Each rank sees different data, as DDP shards do.
+        x = torch.randn(32, 6, generator=torch.Generator().manual_seed(100 + rank)) * (1 + rank)
+        update_grid_synced(synced, x, ctx)
+        with torch.no_grad():
+            naive(x, update_grid=True)  # per-rank update: what plain DDP would do
+        torch.save({"synced": synced.state_dict(), "naive": naive.state_dict()}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_update_grid_synced_leaves_ranks_identical(tmp_path):
+    torch.multiprocessing.spawn(_grid_sync_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for key, value in r0["synced"].items():
+        assert torch.equal(value, r1["synced"][key]), key
+    # The grids really moved (to the gathered data), and without the sync the ranks would differ.
+    assert not torch.allclose(r0["synced"]["layers.0.grid"], uniform_grid(6, 5, 3))
+    assert not torch.equal(r0["naive"]["layers.0.grid"], r1["naive"]["layers.0.grid"])
+
+
+def test_torchrun_two_ranks_gloo(tmp_path):
+    out = tmp_path / "ddp.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += [str(REPO / "train_mnist.py"), *SMALL, *SMALL_MODEL, "--epochs", "2", "--update-grid-every", "2"]
+    cmd += ["--json", str(out), "--save", str(tmp_path / "ddp.pt")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["world_size"] == 2 and results["ranks_identical"] is True
+    assert results["n_train"] == 384 and sum(h["train_samples"] for h in results["history"]) == 2 * 384
+    assert results["test_accuracy"] > 0.2
+    assert proc.stdout.count("test accuracy") == 1  # reported once, by rank 0
+    assert (tmp_path / "ddp.pt").is_file()
+
+
+def test_config_defaults_match_the_issue():
+    cfg = TrainConfig()
+    assert (cfg.model, cfg.widths, cfg.epochs, cfg.batch_size) == ("kan", (784, 64, 10), 10, 64)
+    assert (cfg.lr, cfg.weight_decay, cfg.gamma, cfg.update_grid_every) == (1e-3, 1e-4, 0.8, 0)
+    args = train_mnist.build_parser().parse_args([])
+    assert train_mnist.config_from_args(args, []).dataset == "auto"
+    assert run.__doc__
