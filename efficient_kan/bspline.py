@@ -16,6 +16,7 @@ tensor the matrix product wants. Backward is one gather and a multiply.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["uniform_grid", "bspline_basis", "check_grid"]
 
@@ -68,6 +69,24 @@ def _pad_knots(grid: torch.Tensor, spline_order: int) -> torch.Tensor:
     return torch.cat([lower, grid, upper], dim=1)
 
 
+def _lane_tables(n_knots: int, spline_order: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-span lookup of where the ``K + 1`` local values go and whether they are kept.
+
+    Row ``s`` (a span, ``0 .. n_knots - 2``) lists basis indices ``s - K .. s`` clamped into range,
+    and which of them exist; the extra last row is for inputs outside the grid: nothing kept.
+    """
+    n_bases = n_knots - 1 - spline_order
+    first = (
+        torch.arange(n_knots - 1, device=device).unsqueeze(1)
+        - spline_order
+        + torch.arange(spline_order + 1, device=device)
+    )
+    keep = (first >= 0) & (first < n_bases)
+    index = first.clamp(0, n_bases - 1)
+    none = torch.zeros(1, spline_order + 1, dtype=torch.bool, device=device)
+    return torch.cat([index, index[:1]]), torch.cat([keep, none])
+
+
 def _local_bases(
     x: torch.Tensor, grid: torch.Tensor, spline_order: int, with_derivative: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -79,48 +98,46 @@ def _local_bases(
     """
     k = spline_order
     n_knots = grid.shape[1]
-    n_bases = n_knots - 1 - k
     # Span s: grid[s] <= x < grid[s + 1]. searchsorted wants one sorted row per feature.
     span = torch.searchsorted(grid, x.t().contiguous(), right=True).t() - 1
+    span = span.clamp_(0, n_knots - 2)
     inside = (x >= grid[:, 0]) & (x < grid[:, -1])  # False for NaN too
-    span = span.clamp(0, n_knots - 2)
+    index_table, keep_table = _lane_tables(n_knots, k, x.device)
+    lane = torch.where(inside, span, n_knots - 1).reshape(-1)
+    lanes = (*x.shape, k + 1)
+    # index_select on the small tables: several times faster on CPU than advanced indexing.
+    index = index_table.index_select(0, lane).view(lanes)
+    keep = keep_table.index_select(0, lane).view(lanes)
 
-    rel = torch.arange(k + 1, device=x.device)
-    first = span.unsqueeze(-1) - k + rel  # basis index of each lane, before clamping
-    keep = inside.unsqueeze(-1) & (first >= 0) & (first < n_bases)
-    index = first.clamp(0, n_bases - 1)
+    if k == 0:
+        values = keep.to(x.dtype)
+        return index, values, (torch.zeros_like(values) if with_derivative else None)
 
-    values = [torch.ones_like(x)]
+    # The 2k knots around the span, grid[s - k + 1 .. s + k], in one gather from padded knots.
+    padded = _pad_knots(grid, k)  # (I, n_knots + 2k); padded[:, s + k] == grid[:, s]
+    offsets = torch.arange(1, 2 * k + 1, device=x.device)
+    knots = padded.expand(x.shape[0], -1, -1).gather(2, span.unsqueeze(-1) + offsets)
+    xe = x.unsqueeze(-1)
+    left = xe - knots[..., :k]  # left[..., p] = x - t[s + 1 - (k - p)]
+    right = knots[..., k:] - xe  # right[..., p] = t[s + 1 + p] - x
+
+    # De Boor's triangular scheme, one level at a time on (N, I, j) tensors: at level j the values
+    # of order j - 1 are B_{s-j+1+r}, r = 0..j-1, and
+    #   B_{s-j+r, j} = right[r] * temp[r] + left[k-j+r-1] * temp[r-1],  temp = V / (right + left).
+    values = torch.ones_like(xe)
     derivs = None
-    if k > 0:
-        padded = _pad_knots(grid, k).t()  # (n_knots + 2k, I); padded[s + k] == grid[s]
-        padded_span = span + k
-        knot = {m: padded.gather(0, padded_span + m) for m in range(1 - k, k + 1)}  # grid[s + m]
-        left = [None] + [x - knot[1 - j] for j in range(1, k + 1)]  # x - t[s+1-j]
-        right = [None] + [knot[j] - x for j in range(1, k + 1)]  # t[s+j] - x
-        for j in range(1, k + 1):
-            if j == k and with_derivative:
-                # Order k-1 values give the derivatives: B'_{i,k} = k (B_{i,k-1}/(t_{i+k}-t_i)
-                # - B_{i+1,k-1}/(t_{i+k+1}-t_{i+1})), with a[m] the second term for r = m.
-                a = [values[m] / (right[m + 1] + left[k - m]) for m in range(k)]
-                zero = torch.zeros_like(x)
-                derivs = [
-                    k * ((a[r - 1] if r > 0 else zero) - (a[r] if r < k else zero)) for r in range(k + 1)
-                ]
-            saved = torch.zeros_like(x)
-            new_values = []
-            for r in range(j):
-                temp = values[r] / (right[r + 1] + left[j - r])
-                new_values.append(saved + right[r + 1] * temp)
-                saved = left[j - r] * temp
-            new_values.append(saved)
-            values = new_values
-    vals = torch.stack(values, dim=-1) * keep
-    if with_derivative:
-        d = torch.stack(derivs, dim=-1) * keep if derivs is not None else torch.zeros_like(vals)
-    else:
-        d = None
-    return index, vals, d
+    for j in range(1, k + 1):
+        r_j, l_j = right[..., :j], left[..., k - j :]
+        temp = values / (r_j + l_j)
+        if j == k and with_derivative:
+            # B'_{s-k+r, k} = k * (temp[r-1] - temp[r]): the order k-1 values over their spans.
+            derivs = k * (F.pad(temp, (1, 0)) - F.pad(temp, (0, 1)))
+        values = F.pad(r_j * temp, (0, 1)) + F.pad(l_j * temp, (1, 0))
+    zero = values.new_zeros(())
+    values = torch.where(keep, values, zero)
+    if derivs is not None:
+        derivs = torch.where(keep, derivs, zero)
+    return index, values, derivs
 
 
 class _BSplineBasis(torch.autograd.Function):

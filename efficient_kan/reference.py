@@ -36,11 +36,32 @@ def resolve_activation(base_activation: Activation) -> Callable[[torch.Tensor], 
         ) from None
 
 
+class _ScaleSpline(torch.autograd.Function):
+    """``spline_weight * spline_scaler[..., None]`` with a backward that does not broadcast.
+
+    Autograd's own backward of the broadcast product materialises ``grad * spline_weight`` over
+    ``(out, in, G + K)`` before reducing it; a contraction gives the scaler's gradient directly.
+    """
+
+    @staticmethod
+    def forward(ctx, spline_weight: torch.Tensor, spline_scaler: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(spline_weight, spline_scaler)
+        return spline_weight * spline_scaler.unsqueeze(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        spline_weight, spline_scaler = ctx.saved_tensors
+        grad_weight = grad * spline_scaler.unsqueeze(-1) if ctx.needs_input_grad[0] else None
+        grad_scaler = torch.einsum("oic,oic->oi", grad, spline_weight) if ctx.needs_input_grad[1] else None
+        return grad_weight, grad_scaler
+
+
 def scaled_spline_weight(spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None) -> torch.Tensor:
     """``spline_weight * spline_scaler[..., None]`` (or ``spline_weight`` when there is no scaler)."""
     if spline_scaler is None:
         return spline_weight
-    return spline_weight * spline_scaler.unsqueeze(-1)
+    return _ScaleSpline.apply(spline_weight, spline_scaler)
 
 
 def kan_linear_reference(
