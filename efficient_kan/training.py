@@ -423,6 +423,11 @@ def run(
     ctx = setup_distributed(base_device.type)
     device = torch.device("cuda", ctx.local_rank) if base_device.type == "cuda" else base_device
     if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"rank {ctx.rank} wants cuda:{device.index} but only {torch.cuda.device_count()} GPUs are visible; "
+                "use at most one process per GPU (torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(device)
     say = log if ctx.is_main else (lambda _msg: None)
     verbose = ctx.is_main and not cfg.quiet
@@ -478,6 +483,7 @@ def run(
     y_test_shard = data.y_test[ctx.rank :: ctx.world_size]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    mem_before, _ = peak_memory_mib(device)  # data + model (CUDA) or the process so far (CPU RSS)
 
     # ------------------------------------------------------------------------------- epochs
     steps_per_epoch = math.ceil((n_train // ctx.world_size) / cfg.batch_size)
@@ -493,7 +499,11 @@ def run(
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb, yb = data.x_train[idx], data.y_train[idx]
-            if cfg.update_grid_every and global_step % cfg.update_grid_every == 0:
+            if (
+                cfg.update_grid_every
+                and global_step % cfg.update_grid_every == 0
+                and len(yb) * ctx.world_size >= 2
+            ):
                 update_grid_synced(raw, xb, ctx)
             with _autocast(device, cfg.amp):
                 logits = model(xb)
@@ -567,6 +577,7 @@ def run(
     mem, mem_kind = peak_memory_mib(device)
     (mem,) = _all_reduce([mem], device, ctx, op=dist.ReduceOp.MAX)
     results = _summarise(cfg, data, params, history, test_loss, test_acc, device, ctx, mem, mem_kind)
+    results["memory_before_training_mib"] = mem_before
     results["ranks_identical"] = identical
     if ctx.is_main:
         say(
