@@ -1,0 +1,259 @@
+"""The Triton path of :func:`efficient_kan.kan_linear`: autograd, precision and autocast policy,
+and the ``torch.library`` custom ops that ``torch.compile`` sees.
+
+Two ways in, one implementation:
+
+- eager: ``_KANLinearFunction`` (a plain ``torch.autograd.Function``, the least Python per call,
+  which matters for small, launch-bound batches);
+- under ``torch.compile``: the custom ops ``efficient_kan::kan_linear`` and
+  ``efficient_kan::kan_linear_backward`` with fake implementations and a registered autograd
+  formula, so a model of ``KANLinear``s traces with ``fullgraph=True`` and no graph break.
+
+Both save only ``x`` (in the operand dtype) and the parameters for backward; the
+``(batch, in, grid_size + spline_order)`` basis is recomputed inside the backward kernels and never
+stored. The scaled spline weight is packed on load inside the kernels (no packed copy either).
+
+Precision: accumulation is fp32 (fp64 for fp64 inputs, where ``tl.dot`` runs in fp64). For fp32
+operands the products follow PyTorch's fp32 matmul setting: IEEE unless
+``torch.get_float32_matmul_precision() != "highest"`` or ``torch.backends.cuda.matmul.allow_tf32``.
+Under ``torch.autocast`` the input is cast to the autocast dtype like ``nn.Linear``'s, the weights
+are packed in their own precision and cast to it on load, and the output has the autocast dtype.
+Knot arithmetic is always at least fp32.
+
+Fused base activations: ``"silu"`` and ``"identity"``; anything else raises here (the dispatcher in
+``functional.py`` sends other activations to the PyTorch path).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from efficient_kan.kernels import kan_bwd_dw, kan_bwd_dx, kan_fwd
+from efficient_kan.kernels._config import interpreting
+
+__all__ = ["kan_linear_triton", "FUSED_ACTIVATION_CODES"]
+
+# Base activation name -> the kernels' ACT constexpr.
+FUSED_ACTIVATION_CODES = {"identity": 0, "silu": 1}
+
+
+def _input_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision for operands of ``dtype``: honour PyTorch's fp32 matmul setting."""
+    if dtype != torch.float32:
+        return "ieee"  # bf16/fp16 products are exact in fp32; fp64 is fp64
+    if torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+# ---------------------------------------------------------------------------------------------
+# The implementation both paths share.
+
+
+def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
+    return kan_fwd(
+        x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _input_precision(x.dtype)
+    )
+
+
+def _backward_impl(
+    grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw
+):
+    """``(dx or None, d_base_weight, d_spline_weight, d_scaler)``; the weight gradients are in the
+    accumulator dtype (None when not needed), ``dx`` in ``x.dtype``."""
+    prec = _input_precision(x.dtype)
+    dx = None
+    if need_dx:
+        dx = kan_bwd_dx(grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, prec)
+    dbw = dsw = dsc = None
+    if need_dw:
+        dbw, dsw, dsc = kan_bwd_dw(grad_y, x, grid, spline_weight, spline_scaler, spline_order, act, prec)
+    return dx, dbw, dsw, dsc
+
+
+def _bias_grad(grad_y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    acc = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
+    return grad_y.sum(0, dtype=acc).to(bias.dtype)
+
+
+class _KANLinearFunction(torch.autograd.Function):
+    """Eager autograd wrapper around the kernels (``x`` is 2-D, already in the operand dtype)."""
+
+    @staticmethod
+    def forward(ctx, x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
+        y = _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act)
+        ctx.save_for_backward(x, grid, base_weight, spline_weight, spline_scaler, bias)
+        ctx.spline_order, ctx.act = spline_order, act
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, grid, base_weight, spline_weight, spline_scaler, bias = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dx, dbw, dsw, dsc = _backward_impl(
+            grad_y, x, grid, base_weight, spline_weight, spline_scaler,
+            ctx.spline_order, ctx.act, need[0], any(need[2:5]),
+        )  # fmt: skip
+        d_bw = dbw.to(base_weight.dtype) if need[2] else None
+        d_sw = dsw.to(spline_weight.dtype) if need[3] else None
+        d_sc = dsc.to(spline_scaler.dtype) if need[4] else None
+        d_b = _bias_grad(grad_y, bias) if need[5] else None
+        return dx, None, d_bw, d_sw, d_sc, d_b, None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# The custom ops torch.compile sees (opaque to the compiler; they run the same implementation).
+
+
+@torch.library.custom_op("efficient_kan::kan_linear", mutates_args=())
+def _kan_linear_op(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    spline_order: int,
+    act: int,
+) -> torch.Tensor:
+    return _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act)
+
+
+@_kan_linear_op.register_fake
+def _(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
+    return x.new_empty((x.shape[0], base_weight.shape[0]))
+
+
+@torch.library.custom_op("efficient_kan::kan_linear_backward", mutates_args=())
+def _kan_linear_backward_op(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    spline_order: int,
+    act: int,
+    need_dx: bool,
+    need_dw: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dx, d_base_weight, d_spline_weight, d_scaler)``; an output that is not needed (or the
+    scaler's when there is none) is an empty tensor, since custom ops cannot return None."""
+    dx, dbw, dsw, dsc = _backward_impl(
+        grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw
+    )
+    empty = x.new_empty((0,))
+    return (
+        dx if dx is not None else empty,
+        dbw if dbw is not None else empty.clone(),
+        dsw if dsw is not None else empty.clone(),
+        dsc if dsc is not None else empty.clone(),
+    )
+
+
+@_kan_linear_backward_op.register_fake
+def _(grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw):
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    o, i, nb = spline_weight.shape
+    dx = x.new_empty(x.shape) if need_dx else x.new_empty((0,))
+    dbw = x.new_empty((o, i), dtype=acc) if need_dw else x.new_empty((0,))
+    dsw = x.new_empty((o, i, nb), dtype=acc) if need_dw else x.new_empty((0,))
+    dsc = x.new_empty((o, i), dtype=acc) if need_dw and spline_scaler is not None else x.new_empty((0,))
+    return dx, dbw, dsw, dsc
+
+
+def _op_setup_context(ctx, inputs, output):
+    x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act = inputs
+    ctx.save_for_backward(x, grid, base_weight, spline_weight, spline_scaler, bias)
+    ctx.spline_order, ctx.act = spline_order, act
+
+
+def _op_backward(ctx, grad_y):
+    x, grid, base_weight, spline_weight, spline_scaler, bias = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dbw, dsw, dsc = torch.ops.efficient_kan.kan_linear_backward(
+        grad_y, x, grid, base_weight, spline_weight, spline_scaler,
+        ctx.spline_order, ctx.act, need[0], any(need[2:5]),
+    )  # fmt: skip
+    return (
+        dx if need[0] else None,
+        None,
+        dbw.to(base_weight.dtype) if need[2] else None,
+        dsw.to(spline_weight.dtype) if need[3] else None,
+        dsc.to(spline_scaler.dtype) if need[4] else None,
+        _bias_grad(grad_y, bias) if need[5] else None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd("efficient_kan::kan_linear", _op_backward, setup_context=_op_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry.
+
+
+def _check(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, base_activation) -> int:
+    """Cheap shape/type checks (Python ints only, no device work); returns the activation code."""
+    if not isinstance(base_activation, str) or base_activation not in FUSED_ACTIVATION_CODES:
+        raise ValueError(
+            f"the Triton path fuses base_activation 'silu' or 'identity', got {base_activation!r}; "
+            "use backend='torch' (or 'auto', which falls back) for other activations"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    if not x.is_cuda and not interpreting():
+        raise RuntimeError(
+            "the Triton path needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported "
+            "to run on CPU (slow; for tests)"
+        )
+    n_out, n_in, n_bases = spline_weight.shape
+    if spline_order < 0 or grid.dim() != 2 or grid.shape != (n_in, n_bases + spline_order + 1) or n_bases < 1:
+        raise ValueError(
+            f"grid {tuple(grid.shape)} does not match spline_weight {tuple(spline_weight.shape)} "
+            f"and spline_order {spline_order}"
+        )
+    if x.shape[-1] != n_in or base_weight.shape != (n_out, n_in):
+        raise ValueError(
+            f"x (..., {x.shape[-1]}), base_weight {tuple(base_weight.shape)} and spline_weight "
+            f"{tuple(spline_weight.shape)} disagree"
+        )
+    if spline_scaler is not None and spline_scaler.shape != (n_out, n_in):
+        raise ValueError(f"spline_scaler must be {(n_out, n_in)}, got {tuple(spline_scaler.shape)}")
+    if bias is not None and bias.shape != (n_out,):
+        raise ValueError(f"bias must be {(n_out,)}, got {tuple(bias.shape)}")
+    return FUSED_ACTIVATION_CODES[base_activation]
+
+
+def kan_linear_triton(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    *,
+    spline_order: int = 3,
+    base_activation: str = "silu",
+) -> torch.Tensor:
+    """The KAN layer on the fused Triton kernels; same contract as ``kan_linear_reference``.
+
+    ``x``: ``(..., in_features)``, any strides, any batch (0 included). Activations ``"silu"`` and
+    ``"identity"`` only. Differentiable in ``x`` and every weight (not in ``grid``).
+    """
+    act = _check(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, base_activation)
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type) and x.dtype != torch.float64:
+        # Like nn.Linear: the input becomes the autocast dtype (its backward casts the gradient back);
+        # the weights are cast on load inside the kernels, after packing in their own precision.
+        x = x.to(torch.get_autocast_dtype(device_type))
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    args = (x2, grid, base_weight, spline_weight, spline_scaler, bias, int(spline_order), act)
+    if torch.compiler.is_compiling():
+        y = torch.ops.efficient_kan.kan_linear(*args)
+    else:
+        y = _KANLinearFunction.apply(*args)
+    return y.reshape(*lead, base_weight.shape[0])

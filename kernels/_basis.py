@@ -1,0 +1,153 @@
+"""Device helpers shared by the KAN kernels: knots, span search, local B-spline values, activations.
+
+Everything here is ``@triton.jit`` and is inlined into the kernels. The maths mirrors
+``efficient_kan/bspline.py`` (local de Boor, "The NURBS Book" A2.2/A2.3):
+
+- knots are read per feature from ``grid`` (any strides, any float dtype) and converted to the
+  compute dtype ``x.dtype`` (fp32, or fp64 for fp64 inputs); beyond both ends the knot vector is
+  extended linearly at its end spacing, like ``bspline._pad_knots``, so every de Boor denominator
+  is positive and no padding table is needed in memory;
+- the span ``s`` (``grid[s] <= x < grid[s+1]``) is found by a binary search over the feature's own
+  knots, so non-uniform per-feature grids (``update_grid``) cost the same as uniform ones;
+- bases are 0 outside ``[grid[0], grid[-1])``, for NaN ``x`` and for masked features.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _knot(row_ptr, t, stride_gt, NK: tl.constexpr, k_first, k_last, h_lo, h_hi):
+    """Knot ``t`` (``-K <= t <= NK-1+K``) of each feature, linearly extended past both ends."""
+    tc = tl.minimum(tl.maximum(t, 0), NK - 1)
+    v = tl.load(row_ptr + tc * stride_gt).to(k_first.dtype)
+    v = tl.where(t < 0, k_first + t.to(k_first.dtype) * h_lo, v)
+    v = tl.where(t > NK - 1, k_last + (t - (NK - 1)).to(k_first.dtype) * h_hi, v)
+    return v
+
+
+@triton.jit
+def _basis_tile(
+    x,
+    row_ptr,
+    stride_gt,
+    feat_ok,
+    K: tl.constexpr,
+    NK: tl.constexpr,
+    NB: tl.constexpr,
+    P: tl.constexpr,
+    LOG_NK: tl.constexpr,
+    DERIV: tl.constexpr,
+):
+    """Expanded basis tile ``(BLOCK_M, BLOCK_I, P)`` of ``x`` (shape ``(BLOCK_M, BLOCK_I)``).
+
+    ``row_ptr`` (shape ``(1, BLOCK_I)``) points at each feature's first knot; ``feat_ok`` masks
+    features past the end. Column ``j < NB`` holds ``B_j(x)`` (or ``B_j'(x)`` when ``DERIV``);
+    columns ``NB <= j < P`` are zero padding. Only the ``K + 1`` non-zero values are computed; the
+    tile is then filled by ``K + 1`` selects against the lane index ``j - (s - K)``.
+    """
+    k_first = tl.load(row_ptr).to(x.dtype)
+    k_last = tl.load(row_ptr + (NK - 1) * stride_gt).to(x.dtype)
+    h_lo = tl.load(row_ptr + stride_gt).to(x.dtype) - k_first
+    h_hi = k_last - tl.load(row_ptr + (NK - 2) * stride_gt).to(x.dtype)
+    # False for NaN x too, so NaN inputs give zero bases (their row is NaN through act(x) anyway).
+    inside = (x >= k_first) & (x < k_last) & feat_ok
+
+    # Span: the largest s with grid[s] <= x, by binary lifting over the NK knots.
+    s = tl.zeros(x.shape, dtype=tl.int32)
+    for b in tl.static_range(LOG_NK):
+        cand = s + (1 << (LOG_NK - 1 - b))
+        kv = tl.load(row_ptr + tl.minimum(cand, NK - 1) * stride_gt).to(x.dtype)
+        s = tl.where((cand < NK) & (kv <= x), cand, s)
+    s = tl.minimum(s, NK - 2)
+
+    one = tl.full(x.shape, 1.0, x.dtype)
+    zero = tl.zeros(x.shape, dtype=x.dtype)
+    vals = (one,)
+    ders = (zero,)
+    if K > 0:
+        # left[j] = x - t[s+1-j], right[j] = t[s+j] - x for j = 1..K (index 0 unused).
+        left = (zero,)
+        right = (zero,)
+        for j in tl.static_range(1, K + 1):
+            left = left + (x - _knot(row_ptr, s + 1 - j, stride_gt, NK, k_first, k_last, h_lo, h_hi),)
+            right = right + (_knot(row_ptr, s + j, stride_gt, NK, k_first, k_last, h_lo, h_hi) - x,)
+        for j in tl.static_range(1, K + 1):
+            if DERIV:
+                if j == K:
+                    # B'_{i,K} = K (B_{i,K-1}/(t_{i+K}-t_i) - B_{i+1,K-1}/(t_{i+K+1}-t_{i+1})),
+                    # from the order K-1 values: a[m] is the second term for lane m.
+                    a = ()
+                    for m in tl.static_range(K):
+                        a = a + (vals[m] / (right[m + 1] + left[K - m]),)
+                    ders = ()
+                    for r in tl.static_range(K + 1):
+                        d = zero
+                        if r > 0:
+                            d = d + a[r - 1]
+                        if r < K:
+                            d = d - a[r]
+                        ders = ders + (d * K,)
+            saved = zero
+            new = ()
+            for r in tl.static_range(j):
+                temp = vals[r] / (right[r + 1] + left[j - r])
+                new = new + (saved + right[r + 1] * temp,)
+                saved = left[j - r] * temp
+            vals = new + (saved,)
+
+    src = vals
+    if DERIV:
+        src = ders
+    jj = tl.arange(0, P)[None, None, :]
+    lane = jj - (s - K)[:, :, None]
+    out = tl.zeros((x.shape[0], x.shape[1], P), dtype=x.dtype)
+    for r in tl.static_range(K + 1):
+        out = tl.where(lane == r, src[r][:, :, None], out)
+    return tl.where(inside[:, :, None] & (jj < NB), out, 0.0)
+
+
+@triton.jit
+def _act(x, ACT: tl.constexpr):
+    """Base activation: 0 identity, 1 SiLU (NaN propagates, as in PyTorch)."""
+    y = x
+    if ACT == 1:
+        y = x / (1.0 + tl.exp(-x))
+    return y
+
+
+@triton.jit
+def _act_grad(x, ACT: tl.constexpr):
+    """Derivative of ``_act``: silu'(x) = sig(x) (1 + x (1 - sig(x)))."""
+    g = tl.full(x.shape, 1.0, x.dtype)
+    if ACT == 1:
+        sg = 1.0 / (1.0 + tl.exp(-x))
+        g = sg * (1.0 + x * (1.0 - sg))
+    return g
+
+
+@triton.jit
+def _packed_w(
+    sw_ptr,
+    sc_ptr,
+    fi,
+    fj,
+    fo,
+    mask,
+    stride_swo,
+    stride_swi,
+    stride_swj,
+    stride_sco,
+    stride_sci,
+    HAS_SCALER: tl.constexpr,
+    CDT: tl.constexpr,
+):
+    """Packed spline weight ``spline_weight[o, i, j] * spline_scaler[o, i]`` at broadcast indices.
+
+    Packing is done on load (in the compute dtype, like the reference's fp32 product), so no packed
+    copy of the weights is ever allocated; ``mask`` zeroes padded lanes ``j >= NB`` and edges.
+    """
+    w = tl.load(sw_ptr + fo * stride_swo + fi * stride_swi + fj * stride_swj, mask=mask, other=0.0).to(CDT)
+    if HAS_SCALER:
+        w = w * tl.load(sc_ptr + fo * stride_sco + fi * stride_sci, mask=mask, other=0.0).to(CDT)
+    return w

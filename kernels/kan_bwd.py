@@ -1,0 +1,319 @@
+"""Backward kernels: the input gradient and the weight gradients, with the basis recomputed from x.
+
+- ``_kan_bwd_dx_kernel``: a ``(BLOCK_M, BLOCK_I)`` tile of ``dX``. Loops over the outputs,
+  accumulating ``dY @ Wpacked`` as a ``(BLOCK_M, BLOCK_I * P)`` tile and ``dY @ base_weight``; the
+  epilogue multiplies by the basis derivatives ``B'_j(x)`` and reduces each feature's ``P`` lanes,
+  then adds ``act'(x) * (dY @ base_weight)``.
+- ``_kan_bwd_dw_kernel``: a ``(BLOCK_I * P, BLOCK_N)`` tile of ``d(Wpacked)^T = A(x)^T @ dY``
+  (plus the base branch), reducing over the batch inside the program (no atomics). Large batches
+  with few weight tiles are split over ``SPLIT`` programs writing fp32 partials, summed on the host.
+  The epilogue turns ``d(packed)`` into the parameter gradients directly:
+  ``d spline_weight = d(packed) * scaler``, ``d scaler = sum_j d(packed) * spline_weight``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._basis import _act, _act_grad, _basis_tile, _packed_w
+from ._config import interpreting, meta_for, next_pow2, num_sms, tuned
+from .kan_fwd import compute_tl_dtype
+
+
+@triton.jit
+def _kan_bwd_dx_kernel(
+    dy_ptr,
+    x_ptr,
+    g_ptr,
+    sw_ptr,
+    sc_ptr,
+    bw_ptr,
+    dx_ptr,
+    M,
+    I,
+    O,
+    M_BUCKET,  # autotune key only
+    stride_dym,
+    stride_dyo,
+    stride_xm,
+    stride_xi,
+    stride_gi,
+    stride_gt,
+    stride_swo,
+    stride_swi,
+    stride_swj,
+    stride_sco,
+    stride_sci,
+    stride_bwo,
+    stride_bwi,
+    stride_dxm,
+    stride_dxi,
+    K: tl.constexpr,
+    NK: tl.constexpr,
+    NB: tl.constexpr,
+    P: tl.constexpr,
+    LOG_NK: tl.constexpr,
+    ACT: tl.constexpr,
+    HAS_SCALER: tl.constexpr,
+    CDT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_i = tl.program_id(1).to(tl.int64)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_ok = rm < M
+    i_ok = ri < I
+    DOT = x_ptr.dtype.element_ty
+
+    cc = tl.arange(0, BLOCK_I * P)
+    ci = pid_i * BLOCK_I + (cc // P).to(tl.int64)
+    cj = cc % P
+    c_ok = (ci < I) & (cj < NB)
+
+    acc_s = tl.zeros((BLOCK_M, BLOCK_I * P), dtype=CDT)
+    acc_b = tl.zeros((BLOCK_M, BLOCK_I), dtype=CDT)
+    for n0 in range(0, O, BLOCK_N):
+        rn = n0 + tl.arange(0, BLOCK_N).to(tl.int64)
+        n_ok = rn < O
+        dy = tl.load(
+            dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyo,
+            mask=m_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        ).to(DOT)
+        wt = _packed_w(
+            sw_ptr, sc_ptr, ci[None, :], cj[None, :], rn[:, None], n_ok[:, None] & c_ok[None, :],
+            stride_swo, stride_swi, stride_swj, stride_sco, stride_sci, HAS_SCALER, CDT,
+        ).to(DOT)  # fmt: skip
+        acc_s = tl.dot(dy, wt, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
+        wbt = tl.load(
+            bw_ptr + rn[:, None] * stride_bwo + ri[None, :] * stride_bwi,
+            mask=n_ok[:, None] & i_ok[None, :],
+            other=0.0,
+        ).to(DOT)
+        acc_b = tl.dot(dy, wbt, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
+
+    x = tl.load(
+        x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
+        mask=m_ok[:, None] & i_ok[None, :],
+        other=0.0,
+    ).to(CDT)
+    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    dbasis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, True)
+    dx = tl.sum(tl.reshape(acc_s, (BLOCK_M, BLOCK_I, P)) * dbasis, axis=2)
+    dx += _act_grad(x, ACT) * acc_b
+    tl.store(
+        dx_ptr + rm[:, None] * stride_dxm + ri[None, :] * stride_dxi,
+        dx.to(dx_ptr.dtype.element_ty),
+        mask=m_ok[:, None] & i_ok[None, :],
+    )
+
+
+@triton.jit
+def _kan_bwd_dw_kernel(
+    dy_ptr,
+    x_ptr,
+    g_ptr,
+    sw_ptr,
+    sc_ptr,
+    dsw_ptr,
+    dsc_ptr,
+    dbw_ptr,
+    M,
+    I,
+    O,
+    M_BUCKET,  # autotune key only
+    ROWS_PER_SPLIT,
+    stride_dym,
+    stride_dyo,
+    stride_xm,
+    stride_xi,
+    stride_gi,
+    stride_gt,
+    stride_swo,
+    stride_swi,
+    stride_swj,
+    stride_sco,
+    stride_sci,
+    K: tl.constexpr,
+    NK: tl.constexpr,
+    NB: tl.constexpr,
+    P: tl.constexpr,
+    LOG_NK: tl.constexpr,
+    ACT: tl.constexpr,
+    HAS_SCALER: tl.constexpr,
+    CDT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
+    pid_i = tl.program_id(0).to(tl.int64)
+    pid_n = tl.program_id(1).to(tl.int64)
+    pid_s = tl.program_id(2).to(tl.int64)
+    ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    i_ok = ri < I
+    n_ok = rn < O
+    DOT = x_ptr.dtype.element_ty
+    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+
+    acc_s = tl.zeros((BLOCK_I * P, BLOCK_N), dtype=CDT)
+    acc_b = tl.zeros((BLOCK_I, BLOCK_N), dtype=CDT)
+    m_start = pid_s * ROWS_PER_SPLIT
+    m_end = tl.minimum(m_start + ROWS_PER_SPLIT, M)
+    for m0 in range(m_start, m_end, BLOCK_M):
+        rm = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        m_ok = rm < m_end
+        x = tl.load(
+            x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
+            mask=m_ok[:, None] & i_ok[None, :],
+            other=0.0,
+        ).to(CDT)
+        dy = tl.load(
+            dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyo,
+            mask=m_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        ).to(DOT)
+        basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
+        at = tl.trans(tl.reshape(basis, (BLOCK_M, BLOCK_I * P)).to(DOT))
+        acc_s = tl.dot(at, dy, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
+        # Masked rows load x = 0 and dy = 0, so they add nothing (act(0) * 0).
+        acc_b = tl.dot(
+            tl.trans(_act(x, ACT).to(DOT)), dy, acc=acc_b, input_precision=PRECISION, out_dtype=CDT
+        )
+
+    # Epilogue: packed-weight gradient -> parameter gradients, written to this split's slot.
+    cc = tl.arange(0, BLOCK_I * P)
+    ci = pid_i * BLOCK_I + (cc // P).to(tl.int64)
+    cj = cc % P
+    c_mask = ((ci < I) & (cj < NB))[:, None] & n_ok[None, :]
+    n_w = I * NB  # elements per output row of spline_weight's gradient
+    dsw = acc_s
+    if HAS_SCALER:
+        sc = tl.load(sc_ptr + rn[None, :] * stride_sco + ci[:, None] * stride_sci, mask=c_mask, other=0.0)
+        dsw = acc_s * sc.to(CDT)
+        sw = tl.load(
+            sw_ptr + rn[None, :] * stride_swo + ci[:, None] * stride_swi + cj[:, None] * stride_swj,
+            mask=c_mask,
+            other=0.0,
+        ).to(CDT)
+        dsc = tl.sum(tl.reshape(acc_s * sw, (BLOCK_I, P, BLOCK_N)), axis=1)
+        tl.store(
+            dsc_ptr + pid_s * O * I + rn[None, :] * I + ri[:, None],
+            dsc,
+            mask=i_ok[:, None] & n_ok[None, :],
+        )
+    tl.store(dsw_ptr + pid_s * O * n_w + rn[None, :] * n_w + ci[:, None] * NB + cj[:, None], dsw, mask=c_mask)
+    tl.store(
+        dbw_ptr + pid_s * O * I + rn[None, :] * I + ri[:, None],
+        acc_b,
+        mask=i_ok[:, None] & n_ok[None, :],
+    )
+
+
+def _common(x, grid, spline_order):
+    nk = grid.shape[1]
+    nb = nk - 1 - spline_order
+    return nk, nb, next_pow2(nb), max(1, (nk - 1).bit_length())
+
+
+def kan_bwd_dx(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    spline_order: int,
+    act: int,
+    input_precision: str,
+) -> torch.Tensor:
+    """``dL/dx`` of shape ``(M, I)`` in ``x.dtype``, from ``grad_y`` ``(M, O)`` (any strides)."""
+    m, n_in = x.shape
+    n_out = base_weight.shape[0]
+    nk, nb, p, log_nk = _common(x, grid, spline_order)
+    dx = torch.empty((m, n_in), device=x.device, dtype=x.dtype)
+    if m == 0 or n_in == 0:
+        return dx
+    if n_out == 0:
+        return dx.zero_()
+    sc = spline_scaler if spline_scaler is not None else spline_weight
+    sc_strides = (sc.stride(0), sc.stride(1)) if spline_scaler is not None else (0, 0)
+    kernel = tuned("dx", _kan_bwd_dx_kernel, ["M_BUCKET", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
+
+    def launch_grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_in, meta["BLOCK_I"]))
+
+    kernel[launch_grid](
+        grad_y, x, grid, spline_weight, sc, base_weight, dx,
+        m, n_in, n_out, next_pow2(m),
+        grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
+        spline_weight.stride(0), spline_weight.stride(1), spline_weight.stride(2), *sc_strides,
+        base_weight.stride(0), base_weight.stride(1), dx.stride(0), dx.stride(1),
+        K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act,
+        HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(x.dtype), PRECISION=input_precision,
+    )  # fmt: skip
+    return dx
+
+
+def _split_count(x: torch.Tensor, m: int, n_in: int, n_out: int) -> int:
+    """How many batch slices the weight gradient uses: enough programs to fill the GPU (about two
+    per SM, counted with the smallest tiles), each slice at least 512 rows long."""
+    if interpreting() or not x.is_cuda:
+        return 1
+    tiles = triton.cdiv(n_in, 16) * triton.cdiv(n_out, 64)
+    want = triton.cdiv(2 * num_sms(x.device.index or 0), tiles)
+    return max(1, min(want, m // 512, 64))
+
+
+def kan_bwd_dw(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    spline_order: int,
+    act: int,
+    input_precision: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Weight gradients ``(d base_weight (O, I), d spline_weight (O, I, NB), d scaler (O, I) or None)``.
+
+    Returned in the accumulator dtype (fp32, fp64 for fp64 inputs); the caller casts to the
+    parameters' dtypes. The bias gradient (``grad_y.sum(0)``) is left to the caller.
+    """
+    m, n_in = x.shape
+    n_out = grad_y.shape[1]
+    nk, nb, p, log_nk = _common(x, grid, spline_order)
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    split = _split_count(x, m, n_in, n_out) if m > 0 else 1
+    has_sc = spline_scaler is not None
+    dev = x.device
+    dsw = torch.empty((split, n_out, n_in, nb), device=dev, dtype=acc_dtype)
+    dbw = torch.empty((split, n_out, n_in), device=dev, dtype=acc_dtype)
+    dsc = torch.empty((split, n_out, n_in), device=dev, dtype=acc_dtype) if has_sc else dbw
+    if n_in > 0 and n_out > 0:
+        sc = spline_scaler if has_sc else spline_weight
+        sc_strides = (sc.stride(0), sc.stride(1)) if has_sc else (0, 0)
+        rows = triton.cdiv(triton.cdiv(max(m, 1), split), 128) * 128
+        kernel = tuned("dw", _kan_bwd_dw_kernel, ["M_BUCKET", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
+
+        def launch_grid(meta):
+            return (triton.cdiv(n_in, meta["BLOCK_I"]), triton.cdiv(n_out, meta["BLOCK_N"]), split)
+
+        kernel[launch_grid](
+            grad_y, x, grid, spline_weight, sc, dsw, dsc, dbw,
+            m, n_in, n_out, next_pow2(m), rows,
+            grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
+            spline_weight.stride(0), spline_weight.stride(1), spline_weight.stride(2), *sc_strides,
+            K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act,
+            HAS_SCALER=has_sc, CDT=compute_tl_dtype(x.dtype), PRECISION=input_precision,
+        )  # fmt: skip
+    if split > 1:
+        return dbw.sum(0), dsw.sum(0), dsc.sum(0) if has_sc else None
+    return dbw[0], dsw[0], dsc[0] if has_sc else None

@@ -1,0 +1,154 @@
+"""Forward kernel: ``y = [B(x) | act(x)] @ [spline_weight * spline_scaler | base_weight]^T + bias``.
+
+Each program owns a ``(BLOCK_M, BLOCK_N)`` tile of ``y``. For every block of ``BLOCK_I`` input
+features it loads ``x``, builds the ``(BLOCK_M, BLOCK_I * P)`` basis tile in registers
+(``P = next_pow2(G + K)``, the padding lanes are zero), packs the matching weight tile on load and
+accumulates two ``tl.dot`` products (spline branch, base branch) in fp32 (fp64 for fp64 inputs).
+The basis never goes to memory.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._basis import _act, _basis_tile, _packed_w
+from ._config import meta_for, next_pow2, tuned
+
+
+@triton.jit
+def _kan_fwd_kernel(
+    x_ptr,
+    g_ptr,
+    sw_ptr,
+    sc_ptr,
+    bw_ptr,
+    b_ptr,
+    y_ptr,
+    M,
+    I,
+    O,
+    M_BUCKET,  # autotune key only
+    stride_xm,
+    stride_xi,
+    stride_gi,
+    stride_gt,
+    stride_swo,
+    stride_swi,
+    stride_swj,
+    stride_sco,
+    stride_sci,
+    stride_bwo,
+    stride_bwi,
+    stride_ym,
+    stride_yo,
+    K: tl.constexpr,
+    NK: tl.constexpr,
+    NB: tl.constexpr,
+    P: tl.constexpr,
+    LOG_NK: tl.constexpr,
+    ACT: tl.constexpr,
+    HAS_SCALER: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    CDT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_n = tl.program_id(1).to(tl.int64)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = rm < M
+    n_ok = rn < O
+    DOT = x_ptr.dtype.element_ty  # operand dtype: x's (already cast by autocast on the host)
+
+    # Expanded column c = i * P + j of the current feature block, as (feature, lane) pairs.
+    cc = tl.arange(0, BLOCK_I * P)
+    ci_local = cc // P
+    cj = cc % P
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=CDT)
+    for i0 in range(0, I, BLOCK_I):
+        ri = i0 + tl.arange(0, BLOCK_I).to(tl.int64)
+        i_ok = ri < I
+        x = tl.load(
+            x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
+            mask=m_ok[:, None] & i_ok[None, :],
+            other=0.0,
+        ).to(CDT)
+        # Clamp masked features onto a real row of knots so every load is in bounds.
+        row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+        basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
+        a = tl.reshape(basis, (BLOCK_M, BLOCK_I * P)).to(DOT)
+
+        ci = i0 + ci_local.to(tl.int64)
+        w_mask = ((ci < I) & (cj < NB))[:, None] & n_ok[None, :]
+        w = _packed_w(
+            sw_ptr, sc_ptr, ci[:, None], cj[:, None], rn[None, :], w_mask,
+            stride_swo, stride_swi, stride_swj, stride_sco, stride_sci, HAS_SCALER, CDT,
+        ).to(DOT)  # fmt: skip
+        acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
+
+        wb = tl.load(
+            bw_ptr + rn[None, :] * stride_bwo + ri[:, None] * stride_bwi,
+            mask=i_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        ).to(DOT)
+        acc = tl.dot(_act(x, ACT).to(DOT), wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(CDT)[None, :]
+    tl.store(
+        y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yo,
+        acc.to(y_ptr.dtype.element_ty),
+        mask=m_ok[:, None] & n_ok[None, :],
+    )
+
+
+def compute_tl_dtype(dtype: torch.dtype):
+    """Accumulator / knot-arithmetic dtype: fp64 for fp64 operands, fp32 otherwise."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def kan_fwd(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    spline_order: int,
+    act: int,
+    input_precision: str,
+) -> torch.Tensor:
+    """Launch the forward kernel. ``x`` is ``(M, I)`` (any strides) in the operand dtype; returns
+    ``(M, O)`` in ``x.dtype``. ``act``: 0 identity, 1 SiLU. ``input_precision``: "ieee" or "tf32"."""
+    m, n_in = x.shape
+    n_out = base_weight.shape[0]
+    nk = grid.shape[1]
+    nb = nk - 1 - spline_order
+    p = next_pow2(nb)
+    y = torch.empty((m, n_out), device=x.device, dtype=x.dtype)
+    if m == 0 or n_out == 0:
+        return y
+    sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
+    sc_strides = (sc.stride(0), sc.stride(1)) if spline_scaler is not None else (0, 0)
+    kernel = tuned("fwd", _kan_fwd_kernel, ["M_BUCKET", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
+
+    def launch_grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_out, meta["BLOCK_N"]))
+
+    kernel[launch_grid](
+        x, grid, spline_weight, sc, base_weight, bias if bias is not None else y, y,
+        m, n_in, n_out, next_pow2(m),
+        x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
+        spline_weight.stride(0), spline_weight.stride(1), spline_weight.stride(2), *sc_strides,
+        base_weight.stride(0), base_weight.stride(1), y.stride(0), y.stride(1),
+        K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=max(1, (nk - 1).bit_length()), ACT=act,
+        HAS_SCALER=spline_scaler is not None, HAS_BIAS=bias is not None,
+        CDT=compute_tl_dtype(x.dtype), PRECISION=input_precision,
+    )  # fmt: skip
+    return y

@@ -1,0 +1,310 @@
+"""The Triton path (efficient_kan.triton_backend + kernels/) against the PyTorch reference.
+
+On CPU the kernels run under ``TRITON_INTERPRET=1`` (tests/conftest.py sets it), so shapes stay
+small (every grid is a handful of programs; the interpreter costs ~1 ms per op per program).
+The interpreter's ``tl.dot`` is numpy matmul: fp64 runs in fp64, which lets most cases check the
+maths to ~1e-12; fp32 cases use the fp32 tolerance (1e-5 relative). bf16/fp16/TF32 and the
+64-bit-offset case need a GPU (``@pytest.mark.gpu``): the interpreter's bf16 is not trustworthy.
+
+Every case compares the forward AND every gradient (x, base_weight, spline_weight, spline_scaler,
+bias) on random inputs that cover the whole grid plus points outside it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from efficient_kan import KANLinear, kan_linear
+from efficient_kan.bspline import uniform_grid
+from efficient_kan.reference import kan_linear_reference
+from efficient_kan.triton_backend import _input_precision, kan_linear_triton
+
+from .utils import assert_close
+
+TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_case(
+    n, i, o, g, k, *, scaler=True, bias=True, dtype=torch.float64, nonuniform=True, seed=0, device=None
+):
+    """Random layer tensors; a non-uniform grid perturbs and re-sorts each feature's knots."""
+    gen = torch.Generator().manual_seed(seed)
+    device = device or _device()
+    grid = uniform_grid(i, g, k, dtype=torch.float32)
+    if nonuniform:
+        h = 2.0 / g
+        grid = torch.sort(grid + 0.45 * h * torch.rand(grid.shape, generator=gen), dim=1).values
+    x = 1.3 * torch.randn(n, i, generator=gen, dtype=dtype)  # some points fall outside the grid
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype).to(device).requires_grad_()
+
+    params = {
+        "base_weight": rnd(o, i),
+        "spline_weight": rnd(o, i, g + k),
+        "spline_scaler": rnd(o, i) if scaler else None,
+        "bias": rnd(o) if bias else None,
+    }
+    return x.to(device).requires_grad_(), grid.to(device), params
+
+
+def compare(x, grid, params, k, act="silu", tol=None, grad_out=None):
+    """Forward and all gradients of the Triton path against the reference, on the same inputs."""
+    tol = tol or TOL[x.dtype]
+    names = ["x"] + [n for n, p in params.items() if p is not None]
+    inputs = [x] + [p for p in params.values() if p is not None]
+    args = (grid, params["base_weight"], params["spline_weight"], params["spline_scaler"], params["bias"])
+    y_ref = kan_linear_reference(x, *args, spline_order=k, base_activation=act)
+    y = kan_linear_triton(x, *args, spline_order=k, base_activation=act)
+    assert y.dtype == y_ref.dtype and y.shape == y_ref.shape
+    assert_close(y, y_ref, **tol, name="y")
+    if grad_out is None:
+        grad_out = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=y_ref.dtype)
+        grad_out = grad_out.to(y_ref.device)
+    g_ref = torch.autograd.grad(y_ref, inputs, grad_out)
+    g = torch.autograd.grad(y, inputs, grad_out)
+    for name, a, e in zip(names, g, g_ref, strict=True):
+        assert a.dtype == e.dtype, name
+        assert_close(a, e, **tol, name=f"d{name}")
+
+
+# ------------------------------------------------------------------ shapes and configurations
+@pytest.mark.parametrize(
+    "n,i,o,g,k,scaler,bias,act",
+    [
+        (37, 20, 19, 5, 3, True, True, "silu"),  # several programs on every axis, ragged edges
+        (1, 1, 1, 1, 0, False, False, "identity"),  # one row, one feature, one output, order 0
+        (6, 3, 5, 3, 1, True, False, "silu"),
+        (9, 2, 17, 20, 5, False, True, "silu"),  # wide basis (P = 32)
+        (5, 17, 3, 5, 3, False, False, "identity"),
+        (4, 2, 3, 64, 3, True, True, "silu"),  # grid_size 64: P = 128
+    ],
+)
+def test_matches_reference_fp64(n, i, o, g, k, scaler, bias, act):
+    x, grid, params = make_case(n, i, o, g, k, scaler=scaler, bias=bias)
+    compare(x, grid, params, k, act)
+
+
+@pytest.mark.parametrize("g", [1, 3, 5, 20])
+@pytest.mark.parametrize("k", [0, 1, 3, 5])
+def test_grid_sizes_and_orders(g, k):
+    x, grid, params = make_case(7, 3, 4, g, k, seed=g * 10 + k, nonuniform=(g + k) % 2 == 0)
+    compare(x, grid, params, k)
+
+
+@pytest.mark.parametrize("nonuniform", [False, True])
+def test_float32(nonuniform):
+    x, grid, params = make_case(33, 17, 18, 5, 3, dtype=torch.float32, nonuniform=nonuniform)
+    compare(x, grid, params, 3)
+
+
+def test_uniform_grid_exact_knots():
+    """Inputs sitting exactly on knots (and on both ends of the grid) take the reference's span."""
+    x, grid, params = make_case(1, 4, 3, 4, 3, nonuniform=False)
+    knots = grid[0].to(torch.float64)
+    x = torch.stack([knots[j : j + 4] for j in range(0, 8)]).detach().requires_grad_()
+    compare(x, grid, params, 3)
+
+
+def test_after_update_grid():
+    """A layer whose grid update_grid made non-uniform (and refitted): both backends agree."""
+    torch.manual_seed(0)
+    layer = KANLinear(6, 5, grid_size=5, spline_order=3, dtype=torch.float64, device=_device())
+    data = torch.randn(64, 6, dtype=torch.float64, device=_device()) * 0.7 + 0.2
+    layer.update_grid(data)
+    assert not torch.allclose(layer.grid[0, 1:] - layer.grid[0, :-1], layer.grid[0, 1:2] - layer.grid[0, 0:1])
+    x = torch.randn(11, 6, dtype=torch.float64, device=_device(), requires_grad=True)
+    params = {n: getattr(layer, n) for n in ("base_weight", "spline_weight", "spline_scaler", "bias")}
+    compare(x, layer.grid, params, 3)
+    layer.backend = "triton"
+    y = layer(x)
+    layer.backend = "torch"
+    assert_close(y, layer(x), **TOL[torch.float64], name="layer y")
+
+
+def test_empty_batch():
+    x, grid, params = make_case(0, 5, 4, 5, 3)
+    compare(x, grid, params, 3)
+    y = kan_linear_triton(x, grid, *params.values(), spline_order=3, base_activation="silu")
+    y.sum().backward()
+    assert torch.count_nonzero(params["spline_weight"].grad) == 0
+    assert torch.count_nonzero(params["bias"].grad) == 0
+
+
+def test_nan_rows_stay_in_their_row():
+    x, grid, params = make_case(6, 4, 5, 5, 3)
+    x = x.detach().clone()
+    x[2, 1] = float("nan")
+    x.requires_grad_()
+    args = (grid, *params.values())
+    y = kan_linear_triton(x, *args, spline_order=3, base_activation="silu")
+    y_ref = kan_linear_reference(x, *args, spline_order=3, base_activation="silu")
+    assert torch.isnan(y[2]).all()
+    ok = torch.tensor([r != 2 for r in range(6)])
+    assert_close(y[ok], y_ref[ok], **TOL[torch.float64], name="y other rows")
+    (dx,) = torch.autograd.grad(y.sum(), x)
+    (dx_ref,) = torch.autograd.grad(y_ref.sum(), x)
+    assert_close(dx[ok], dx_ref[ok], **TOL[torch.float64], name="dx other rows")
+    assert torch.isfinite(dx[2, [0, 2, 3]]).all() and torch.isnan(dx[2, 1])
+
+
+def test_leading_dims_and_non_contiguous_input():
+    x, grid, params = make_case(2 * 3 * 5, 8, 6, 5, 3)
+    base = x.detach().reshape(2, 3, 5, 8).permute(1, 0, 3, 2)  # (3, 2, 8, 5): features on dim 2
+    x_nc = base.transpose(-1, -2).requires_grad_()  # (3, 2, 5, 8), non-contiguous
+    assert not x_nc.is_contiguous()
+    compare(x_nc, grid, params, 3)
+    x_strided = torch.randn(4, 16, dtype=torch.float64, device=x.device)[:, ::2].requires_grad_()
+    compare(x_strided, grid, params, 3)
+
+
+def test_inputs_without_grad_and_frozen_weights():
+    x, grid, params = make_case(5, 3, 4, 5, 3)
+    params["base_weight"].requires_grad_(False)
+    x = x.detach()
+    y = kan_linear_triton(x, grid, *params.values(), spline_order=3, base_activation="silu")
+    y.square().sum().backward()
+    ref = {n: p.grad.clone() for n, p in params.items() if p is not None and p.requires_grad}
+    for p in params.values():
+        if p is not None:
+            p.grad = None
+    kan_linear_reference(x, grid, *params.values(), spline_order=3).square().sum().backward()
+    for n, gr in ref.items():
+        assert_close(gr, params[n].grad, **TOL[torch.float64], name=n)
+    assert params["base_weight"].grad is None
+
+
+# ------------------------------------------------------------------ API, dispatch, policy
+def test_dispatch_and_errors():
+    x, grid, params = make_case(3, 4, 2, 5, 3)
+    args = (x, grid, *params.values())
+    y = kan_linear(*args, spline_order=3, backend="triton")
+    assert_close(y, kan_linear(*args, spline_order=3, backend="torch"), **TOL[torch.float64])
+    with pytest.raises(ValueError, match="silu"):
+        kan_linear_triton(*args, spline_order=3, base_activation=torch.tanh)
+    with pytest.raises(ValueError, match="grid"):
+        kan_linear_triton(*args, spline_order=2, base_activation="silu")
+
+
+def test_fp32_matmul_precision_policy():
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert _input_precision(torch.float32) == "ieee"
+        torch.set_float32_matmul_precision("high")
+        assert _input_precision(torch.float32) == "tf32"
+        assert _input_precision(torch.bfloat16) == "ieee"
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_torch_compile_fullgraph():
+    """The custom op traces with fullgraph=True (no graph break) and gives the same values and grads."""
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(
+        KANLinear(5, 4, dtype=torch.float64, device=_device()),
+        KANLinear(4, 3, dtype=torch.float64, device=_device(), bias=False),
+    )
+    for layer in model:
+        layer.backend = "triton"
+    x = torch.randn(6, 5, dtype=torch.float64, device=_device(), requires_grad=True)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    (dx,) = torch.autograd.grad(y.sum(), x)
+    for layer in model:
+        layer.backend = "torch"
+    y_ref = model(x)
+    (dx_ref,) = torch.autograd.grad(y_ref.sum(), x)
+    assert_close(y, y_ref, **TOL[torch.float64], name="y")
+    assert_close(dx, dx_ref, **TOL[torch.float64], name="dx")
+
+
+def test_custom_op_registration():
+    """torch.library's own consistency checks (fake impl, autograd registration, schema)."""
+    x, grid, params = make_case(4, 3, 2, 3, 2)
+    args = (
+        x,
+        grid,
+        params["base_weight"],
+        params["spline_weight"],
+        params["spline_scaler"],
+        params["bias"],
+        2,
+        1,
+    )
+    torch.library.opcheck(
+        torch.ops.efficient_kan.kan_linear.default,
+        args,
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+    )
+
+
+# ------------------------------------------------------------------ GPU only
+gpu = pytest.mark.gpu
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_three_way_bound(dtype):
+    """|y - y_ref| <= 2 |y_pt - y_ref| + atol: the Triton path under autocast is no worse than the
+    PyTorch path under the same autocast, measured against the fp32 reference."""
+    x, grid, params = make_case(300, 96, 80, 5, 3, dtype=torch.float32, device="cuda", nonuniform=True)
+    args = (grid, *params.values())
+    inputs = [x] + [p for p in params.values() if p is not None]
+    g_out = torch.randn(300, 80, device="cuda")
+    y_ref = kan_linear_reference(x, *args, spline_order=3)
+    g_ref = torch.autograd.grad(y_ref, inputs, g_out)
+    with torch.autocast("cuda", dtype=dtype):
+        y_pt = kan_linear_reference(x, *args, spline_order=3)
+        y = kan_linear_triton(x, *args, spline_order=3, base_activation="silu")
+    assert y.dtype == y_pt.dtype == dtype
+    g_pt = torch.autograd.grad(y_pt, inputs, g_out.to(dtype))
+    g = torch.autograd.grad(y, inputs, g_out.to(dtype))
+    names = ["y", "x", "base_weight", "spline_weight", "spline_scaler", "bias"]
+    for name, a, p, r in zip(names, (y, *g), (y_pt, *g_pt), (y_ref, *g_ref), strict=True):
+        assert a.dtype == p.dtype, name
+        err = (a.float() - r.float()).abs()
+        bound = 2 * (p.float() - r.float()).abs() + 1e-2 * r.float().abs().max()
+        assert bool((err <= bound).all()), f"{name}: max excess {(err - bound).max().item():.3e}"
+
+
+@gpu
+def test_tf32_and_ieee_fp32():
+    x, grid, params = make_case(256, 128, 96, 5, 3, dtype=torch.float32, device="cuda")
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        compare(x, grid, params, 3, tol=dict(atol=1e-4, rtol=1e-5))
+        torch.set_float32_matmul_precision("high")  # tf32: ~1e-3 relative per product
+        compare(x, grid, params, 3, tol=dict(atol=5e-2, rtol=5e-3))
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+@gpu
+def test_gpu_fp64_and_configs():
+    for n, i, o, g, k in [(1000, 64, 48, 5, 3), (77, 33, 130, 20, 5), (513, 5, 7, 1, 0)]:
+        x, grid, params = make_case(n, i, o, g, k, device="cuda")
+        compare(x, grid, params, k)
+
+
+@gpu
+def test_64bit_offsets():
+    """batch * in_features > 2^31: offsets must be 64-bit (needs ~9 GiB for x alone in bf16)."""
+    free, _ = torch.cuda.mem_get_info()
+    n, i = 2**31 // 8 + 64, 8
+    if free < 24 * 2**30:
+        pytest.skip("needs ~24 GiB of free GPU memory")
+    x = torch.randn(n, i, device="cuda", dtype=torch.bfloat16)
+    grid = uniform_grid(i, 5, 3, device="cuda")
+    bw = torch.randn(4, i, device="cuda", dtype=torch.bfloat16)
+    sw = torch.randn(4, i, 8, device="cuda", dtype=torch.bfloat16)
+    y = kan_linear_triton(x, grid, bw, sw, None, None, spline_order=3, base_activation="silu")
+    tail = slice(n - 1000, n)
+    y_ref = kan_linear_reference(x[tail].float(), grid, bw.float(), sw.float(), spline_order=3)
+    assert_close(y[tail].float(), y_ref, atol=5e-2, rtol=2e-2, name="tail rows")
