@@ -1,0 +1,55 @@
+"""Interpretability tools for KANs: edge functions and importance, sample-regularised training,
+plots, pruning and symbolic formulas (the pykan workflow, on the fast ``KANLinear``).
+
+Plotting and symbolic formulas need the ``interpret`` extra (``pip install efficient-kan[interpret]``:
+matplotlib, sympy, scipy); they are imported only when those functions are called.
+"""
+
+from .edges import (
+    edge_function,
+    edge_scores,
+    edge_values,
+    layer_edge_scores,
+    layer_inputs,
+    node_scores,
+)
+from .plot import input_importance, plot, plot_input_heatmap
+from .prune import prune, slice_layer
+from .symbolic import (
+    SYMBOLIC_LIB,
+    SymbolicEdge,
+    auto_symbolic,
+    fit_edge,
+    fix_symbolic,
+    refine_symbolic,
+    round_formula,
+    symbolic_formula,
+    symbolic_forward,
+)
+from .training import create_dataset, fit, sample_regularization
+
+__all__ = [
+    "SYMBOLIC_LIB",
+    "SymbolicEdge",
+    "auto_symbolic",
+    "create_dataset",
+    "edge_function",
+    "edge_scores",
+    "edge_values",
+    "fit",
+    "fit_edge",
+    "input_importance",
+    "fix_symbolic",
+    "layer_edge_scores",
+    "layer_inputs",
+    "node_scores",
+    "plot",
+    "plot_input_heatmap",
+    "prune",
+    "refine_symbolic",
+    "round_formula",
+    "sample_regularization",
+    "slice_layer",
+    "symbolic_formula",
+    "symbolic_forward",
+]

@@ -1,0 +1,556 @@
+"""Symbolic formulas from a trained ``KAN``: fit every edge to ``c * f(a * t + b) + d``.
+
+How a symbolic edge is represented: a side table ``model.symbolic_edges`` (a plain attribute,
+not part of the state dict) maps ``(layer, i, o)`` to a :class:`SymbolicEdge` with the chosen
+function and its constants. The numeric layers are left untouched, so the model keeps computing
+its spline function; :func:`symbolic_forward` evaluates the network with the fixed edges replaced
+by their formulas (unfixed edges stay numeric), :func:`refine_symbolic` refits all constants
+(``a, b, c, d`` of every edge and the output biases) jointly on data with LBFGS, and
+:func:`symbolic_formula` composes the sympy expressions of the outputs in ``x_1 .. x_n``.
+A layer's ``bias[o]`` (if any) is the constant of output node ``o``: it is added to that node's sum.
+
+Functions are chosen as in pykan: for each candidate ``f`` a grid search over ``(a, b)`` with
+``(c, d)`` by linear regression, then a least-squares polish of all four; the pick minimises
+``(1 - weight_simple) * log2(max(1 - R^2, r2_tolerance)) + weight_simple * complexity(f)``.
+sympy is imported lazily (``pip install efficient-kan[interpret]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..layer import KAN
+from .edges import _check_model, edge_function, layer_inputs
+
+__all__ = [
+    "SYMBOLIC_LIB",
+    "SymbolicEdge",
+    "auto_symbolic",
+    "fit_edge",
+    "fix_symbolic",
+    "refine_symbolic",
+    "round_formula",
+    "symbolic_formula",
+    "symbolic_forward",
+]
+
+INTERPRET_EXTRA_HINT = "install the interpret extra: pip install efficient-kan[interpret]"
+
+
+def _sympy():
+    try:
+        import sympy
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(f"symbolic formulas need sympy; {INTERPRET_EXTRA_HINT}") from err
+    return sympy
+
+
+def _sp(name: str) -> Callable[[Any], Any]:
+    """A sympy function by name, resolved at call time (sympy stays a lazy import)."""
+    return lambda z: getattr(_sympy(), name)(z)
+
+
+#: name -> (torch function, sympy function, complexity). Extend by passing a dict to ``lib``.
+SYMBOLIC_LIB: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[Any], Any], int]] = {
+    "x": (lambda t: t, lambda z: z, 1),
+    "x^2": (lambda t: t**2, lambda z: z**2, 2),
+    "x^3": (lambda t: t**3, lambda z: z**3, 3),
+    "x^4": (lambda t: t**4, lambda z: z**4, 3),
+    "1/x": (lambda t: 1 / t, lambda z: 1 / z, 2),
+    "sqrt": (torch.sqrt, _sp("sqrt"), 2),
+    "exp": (torch.exp, _sp("exp"), 2),
+    "log": (torch.log, _sp("log"), 2),
+    "sin": (torch.sin, _sp("sin"), 2),
+    "cos": (torch.cos, _sp("cos"), 2),
+    "tan": (torch.tan, _sp("tan"), 3),
+    "tanh": (torch.tanh, _sp("tanh"), 3),
+    "abs": (torch.abs, _sp("Abs"), 3),
+    "sigmoid": (torch.sigmoid, lambda z: 1 / (1 + _sympy().exp(-z)), 4),
+    "gaussian": (lambda t: torch.exp(-(t**2)), lambda z: _sympy().exp(-(z**2)), 3),
+    "arctan": (torch.atan, _sp("atan"), 4),
+    "0": (lambda t: torch.zeros_like(t), lambda z: 0, 0),
+}
+
+LibSpec = Iterable[str] | Mapping[str, tuple]
+
+
+@dataclass
+class SymbolicEdge:
+    """One edge's formula ``c * f(a * t + b) + d`` and how well it fitted (``r2`` on its samples)."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    sympy_fn: Callable[[Any], Any]
+    complexity: int
+    a: float
+    b: float
+    c: float
+    d: float
+    r2: float
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return self.c * self.fn(self.a * t + self.b) + self.d
+
+    def expr(self, z: Any) -> Any:
+        """The sympy expression of this edge applied to ``z``."""
+        if self.name == "0":
+            return _sympy().Float(self.d)
+        return self.c * self.sympy_fn(self.a * z + self.b) + self.d
+
+
+def _resolve_lib(lib: LibSpec | None) -> dict[str, tuple]:
+    if lib is None:
+        return dict(SYMBOLIC_LIB)
+    if isinstance(lib, Mapping):
+        out = {}
+        for name, spec in lib.items():
+            spec = tuple(spec)
+            if len(spec) == 2:
+                spec = (*spec, 2)
+            if len(spec) != 3 or not callable(spec[0]) or not callable(spec[1]):
+                raise ValueError(
+                    f"lib[{name!r}] must be (torch_fn, sympy_fn) or (torch_fn, sympy_fn, complexity)"
+                )
+            out[name] = spec
+        return out
+    if isinstance(lib, str):
+        raise TypeError("lib must be a list of names or a dict, not a string")
+    out = {}
+    for name in lib:
+        if name not in SYMBOLIC_LIB:
+            raise KeyError(f"unknown symbolic function {name!r}; known: {sorted(SYMBOLIC_LIB)}")
+        out[name] = SYMBOLIC_LIB[name]
+    return out
+
+
+def _r2(pred: torch.Tensor, y: torch.Tensor) -> float:
+    sst = ((y - y.mean()) ** 2).sum()
+    if float(sst) == 0.0:
+        return 1.0 if bool(torch.allclose(pred, y)) else 0.0
+    return float(1 - ((pred - y) ** 2).sum() / sst)
+
+
+def fit_edge(
+    t: torch.Tensor,
+    y: torch.Tensor,
+    name: str,
+    spec: tuple,
+    *,
+    a_range: tuple[float, float] = (-10.0, 10.0),
+    b_range: tuple[float, float] = (-10.0, 10.0),
+    grid_number: int = 101,
+    polish: bool = True,
+) -> SymbolicEdge:
+    """Fit ``y ~ c * f(a * t + b) + d`` on samples ``(t, y)``; returns the edge with its R^2.
+
+    ``(a, b)`` on a ``grid_number x grid_number`` grid (``c, d`` by linear regression for each),
+    then all four polished by least squares (scipy), kept only where that improves the fit.
+    """
+    fn, sympy_fn, complexity = spec
+    t = t.detach().double().flatten()
+    y = y.detach().double().flatten()
+    if t.numel() != y.numel() or t.numel() < 2:
+        raise ValueError("fit_edge needs at least two (t, y) samples of equal count")
+
+    def make(a: float, b: float, c: float, d: float, r2: float) -> SymbolicEdge:
+        return SymbolicEdge(name, fn, sympy_fn, int(complexity), a, b, c, d, r2)
+
+    if name == "0":
+        return make(0.0, 0.0, 0.0, float(y.mean()), 0.0)
+    if name == "x":  # affine: a, b are redundant with c, d
+        design = torch.stack([t, torch.ones_like(t)], dim=1)
+        c, d = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.flatten().tolist()
+        return make(1.0, 0.0, c, d, _r2(c * t + d, y))
+
+    a_grid = torch.linspace(*a_range, grid_number, dtype=torch.float64)
+    b_grid = torch.linspace(*b_range, grid_number, dtype=torch.float64)
+    aa, bb = torch.meshgrid(a_grid, b_grid, indexing="ij")
+    aa, bb = aa.reshape(-1, 1), bb.reshape(-1, 1)
+    with torch.no_grad():
+        u = fn(aa * t + bb)  # (grid^2, N)
+        valid = torch.isfinite(u).all(dim=1) & (u.abs().amax(dim=1) < 1e12)
+        u = torch.where(valid.unsqueeze(1), u, torch.zeros_like(u))
+        uc = u - u.mean(dim=1, keepdim=True)
+        yc = y - y.mean()
+        cov = uc @ yc
+        var_u = (uc**2).sum(dim=1)
+        var_y = (yc**2).sum()
+        r2 = torch.where(
+            valid & (var_u > 1e-12 * var_u.amax().clamp_min(1e-300)),
+            cov**2 / (var_u * var_y).clamp_min(1e-300),
+            torch.full_like(cov, -1.0),
+        )
+    best = int(torch.argmax(r2))
+    if float(r2[best]) < 0:
+        return make(0.0, 0.0, 0.0, float(y.mean()), 0.0)
+    a, b = float(aa[best]), float(bb[best])
+    c = float(cov[best] / var_u[best])
+    d = float(y.mean() - c * u[best].mean())
+    edge = make(a, b, c, d, _r2(c * fn(a * t + b) + d, y))
+    if polish:
+        edge = _polish(edge, t, y)
+    return edge
+
+
+def _polish(edge: SymbolicEdge, t: torch.Tensor, y: torch.Tensor) -> SymbolicEdge:
+    try:
+        from scipy.optimize import least_squares
+    except ImportError as err:  # pragma: no cover
+        raise ImportError(f"fitting symbolic edges needs scipy; {INTERPRET_EXTRA_HINT}") from err
+    import numpy as np
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        a, b, c, d = (float(v) for v in p)
+        r = (c * edge.fn(a * t + b) + d - y).numpy()
+        return np.where(np.isfinite(r), r, 1e6)
+
+    try:
+        sol = least_squares(residual, np.array([edge.a, edge.b, edge.c, edge.d]), method="lm", max_nfev=400)
+    except (ValueError, FloatingPointError):
+        return edge
+    a, b, c, d = (float(v) for v in sol.x)
+    with torch.no_grad():
+        pred = c * edge.fn(a * t + b) + d
+    if not bool(torch.isfinite(pred).all()):
+        return edge
+    r2 = _r2(pred, y)
+    if r2 <= edge.r2:
+        return edge
+    return SymbolicEdge(edge.name, edge.fn, edge.sympy_fn, edge.complexity, a, b, c, d, r2)
+
+
+def _edge_samples(model: KAN, layer: int, i: int, acts: list[torch.Tensor] | None, n: int) -> torch.Tensor:
+    """Points of layer ``layer``'s input ``i``: data samples if given, else its grid's interior."""
+    lay = model.layers[layer]
+    if acts is not None:
+        t = acts[layer][:, i].detach()
+        if t.numel() > n:
+            idx = torch.linspace(0, t.numel() - 1, n).round().long()
+            t = torch.sort(t).values[idx]
+        return t
+    k = lay.spline_order
+    lo, hi = float(lay.grid[i, k]), float(lay.grid[i, -k - 1])
+    return torch.linspace(lo, hi, n, dtype=lay.base_weight.dtype, device=lay.grid.device)
+
+
+def _check_edge(model: KAN, layer: int, i: int, o: int) -> None:
+    if not 0 <= layer < len(model.layers):
+        raise IndexError(f"layer {layer} out of range for a KAN with {len(model.layers)} layers")
+    lay = model.layers[layer]
+    if not (0 <= i < lay.in_features and 0 <= o < lay.out_features):
+        raise IndexError(
+            f"edge (i={i}, o={o}) out of range for layer {layer} ({lay.in_features} -> {lay.out_features})"
+        )
+
+
+def _table(model: KAN) -> dict[tuple[int, int, int], SymbolicEdge]:
+    table = getattr(model, "symbolic_edges", None)
+    if table is None:
+        table = {}
+        model.symbolic_edges = table
+    return table
+
+
+def _score(edge: SymbolicEdge, weight_simple: float, r2_tolerance: float) -> float:
+    misfit = max(1.0 - edge.r2, r2_tolerance)
+    return (1 - weight_simple) * math.log2(misfit) + weight_simple * edge.complexity
+
+
+def _best_edge(
+    t: torch.Tensor,
+    y: torch.Tensor,
+    lib: dict[str, tuple],
+    weight_simple: float,
+    r2_tolerance: float,
+    **fit_kwargs,
+) -> SymbolicEdge:
+    fits = [fit_edge(t, y, name, spec, **fit_kwargs) for name, spec in lib.items()]
+    # min() keeps the first of equal scores: ties go to the earlier library entry.
+    return min(fits, key=lambda e: _score(e, weight_simple, r2_tolerance))
+
+
+@torch.no_grad()
+def fix_symbolic(
+    model: KAN,
+    layer: int,
+    i: int,
+    o: int,
+    name: str,
+    *,
+    x: torch.Tensor | None = None,
+    lib: LibSpec | None = None,
+    n_samples: int = 200,
+    **fit_kwargs,
+) -> SymbolicEdge:
+    """Fix edge ``(layer, i -> o)`` to the function ``name`` (fitting ``a, b, c, d``); returns it.
+
+    The edge is sampled on layer inputs computed from model input ``x`` (if given) or on its grid's
+    interior. ``lib`` supplies ``name`` if it is not in :data:`SYMBOLIC_LIB`.
+    """
+    model = _check_model(model)
+    _check_edge(model, layer, i, o)
+    table = _resolve_lib(lib) if lib is not None else dict(SYMBOLIC_LIB)
+    if name not in table:
+        raise KeyError(f"unknown symbolic function {name!r}; known: {sorted(table)}")
+    acts = layer_inputs(model, x) if x is not None else None
+    t = _edge_samples(model, layer, i, acts, n_samples)
+    y = edge_function(model.layers[layer], o, i, t)
+    edge = fit_edge(t, y, name, table[name], **fit_kwargs)
+    _table(model)[(layer, i, o)] = edge
+    return edge
+
+
+@torch.no_grad()
+def auto_symbolic(
+    model: KAN,
+    lib: LibSpec | None = None,
+    *,
+    x: torch.Tensor | None = None,
+    weight_simple: float = 0.8,
+    r2_tolerance: float = 1e-4,
+    r2_threshold: float = 0.0,
+    n_samples: int = 200,
+    overwrite: bool = False,
+    verbose: bool = False,
+    **fit_kwargs,
+) -> dict[tuple[int, int, int], SymbolicEdge]:
+    """Choose a library function for every edge not fixed yet; returns the side table.
+
+    Candidates come from ``lib`` (names from :data:`SYMBOLIC_LIB` or a dict name ->
+    ``(torch_fn, sympy_fn[, complexity])``; default all of :data:`SYMBOLIC_LIB`). Each edge is
+    sampled as in :func:`fix_symbolic`. The pick minimises ``(1 - weight_simple) *
+    log2(max(1 - R^2, r2_tolerance)) + weight_simple * complexity`` (pykan's rule with a noise
+    floor: fits better than ``r2_tolerance`` count as exact, so the simpler function wins, then the
+    earlier library entry; without it, ``c * sin(a * t + b)`` with tiny ``a`` and huge ``c`` beats
+    ``t^2`` on a learned, slightly noisy parabola). If the pick's R^2 is below ``r2_threshold`` the
+    edge is set to the constant ``"0"`` fit. Edges fixed by hand are kept unless ``overwrite``.
+    """
+    model = _check_model(model)
+    library = _resolve_lib(lib)
+    if not library:
+        raise ValueError("the symbolic library is empty")
+    acts = layer_inputs(model, x) if x is not None else None
+    table = _table(model)
+    for l, lay in enumerate(model.layers):
+        for i in range(lay.in_features):
+            t = _edge_samples(model, l, i, acts, n_samples)
+            for o in range(lay.out_features):
+                if (l, i, o) in table and not overwrite:
+                    continue
+                y = edge_function(lay, o, i, t)
+                edge = _best_edge(t, y, library, weight_simple, r2_tolerance, **fit_kwargs)
+                if edge.r2 < r2_threshold:
+                    edge = fit_edge(t, y, "0", SYMBOLIC_LIB["0"])
+                table[(l, i, o)] = edge
+                if verbose:
+                    print(f"layer {l}, edge {i} -> {o}: {edge.name}, r2={edge.r2:.6f}")
+    return table
+
+
+def _require_all(model: KAN) -> dict[tuple[int, int, int], SymbolicEdge]:
+    table = getattr(model, "symbolic_edges", None) or {}
+    missing = [
+        (l, i, o)
+        for l, lay in enumerate(model.layers)
+        for i in range(lay.in_features)
+        for o in range(lay.out_features)
+        if (l, i, o) not in table
+    ]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} edges have no symbolic fit (first: {missing[:5]}); run auto_symbolic "
+            "or fix_symbolic first"
+        )
+    return table
+
+
+def _forward(
+    model: KAN,
+    x: torch.Tensor,
+    params: dict[tuple[int, int, int], torch.Tensor] | None,
+    biases: list[torch.Tensor | None] | None,
+) -> torch.Tensor:
+    table = getattr(model, "symbolic_edges", None) or {}
+    h = x.reshape(-1, model.layers[0].in_features)
+    for l, lay in enumerate(model.layers):
+        cols = []
+        for o in range(lay.out_features):
+            total = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
+            for i in range(lay.in_features):
+                edge = table.get((l, i, o))
+                if edge is None:
+                    total = total + edge_function(lay, o, i, h[:, i]).to(h.dtype)
+                elif params is not None:
+                    a, b, c, d = params[(l, i, o)]
+                    total = total + c * edge.fn(a * h[:, i] + b) + d
+                else:
+                    total = total + edge(h[:, i])
+            bias = lay.bias if biases is None else biases[l]
+            if bias is not None:
+                total = total + bias[o].to(h.dtype)
+            cols.append(total)
+        h = torch.stack(cols, dim=1)
+    return h
+
+
+def symbolic_forward(model: KAN, x: torch.Tensor) -> torch.Tensor:
+    """The network with fixed edges replaced by their formulas (others numeric): ``(N, out)``."""
+    model = _check_model(model)
+    return _forward(model, x, None, None)
+
+
+def refine_symbolic(
+    model: KAN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int = 200,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """Refit every edge's ``a, b, c, d`` and the layers' biases jointly on ``(x, y)``, in float64.
+
+    Needs every edge fixed. With the default squared error this is a Levenberg-Marquardt
+    least-squares fit (scipy; on exact data it reaches machine precision); with a ``loss_fn``
+    (e.g. cross-entropy) it is LBFGS with ``steps`` iterations. Of a ``"0"`` edge only the constant
+    ``d`` is free. The side table and the layers' ``bias`` are updated only where the loss improved
+    and stayed finite. Returns the final loss (mean squared error by default).
+    """
+    model = _check_model(model)
+    table = _require_all(model)
+    x = x.detach().double()
+    y = y.detach()
+    if y.is_floating_point():  # integer class labels stay integers (cross-entropy)
+        y = y.double()
+    keys = sorted(table)
+    init = [torch.tensor([table[k].a, table[k].b, table[k].c, table[k].d], dtype=torch.float64) for k in keys]
+    free_mask = torch.cat(
+        [torch.tensor([table[k].name != "0"] * 3 + [True]) for k in keys]
+        + [torch.ones(lay.out_features, dtype=torch.bool) for lay in model.layers if lay.bias is not None]
+    )
+    full0 = torch.cat(init + [lay.bias.detach().double() for lay in model.layers if lay.bias is not None])
+
+    def unpack(vec: torch.Tensor) -> tuple[dict, list]:
+        full = full0.clone()
+        full = full.masked_scatter(free_mask, vec) if vec.requires_grad else full.index_put((free_mask,), vec)
+        params = {k: full[4 * j : 4 * j + 4] for j, k in enumerate(keys)}
+        offset, biases = 4 * len(keys), []
+        for lay in model.layers:
+            if lay.bias is None:
+                biases.append(None)
+            else:
+                biases.append(full[offset : offset + lay.out_features])
+                offset += lay.out_features
+        return params, biases
+
+    def loss_of(vec: torch.Tensor) -> torch.Tensor:
+        pred = _forward(model, x, *unpack(vec))
+        return torch.nn.functional.mse_loss(pred, y) if loss_fn is None else loss_fn(pred, y)
+
+    vec0 = full0[free_mask].clone()
+    with torch.no_grad():
+        start = float(loss_of(vec0))
+    if steps <= 0 or vec0.numel() == 0:
+        return start
+    if loss_fn is None:
+        try:
+            from scipy.optimize import least_squares
+        except ImportError as err:  # pragma: no cover
+            raise ImportError(f"refine_symbolic needs scipy; {INTERPRET_EXTRA_HINT}") from err
+        import numpy as np
+
+        def residual(v: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                r = (_forward(model, x, *unpack(torch.as_tensor(v))) - y).flatten().numpy()
+            return np.where(np.isfinite(r), r, 1e6)
+
+        method = "lm" if y.numel() >= vec0.numel() else "trf"
+        sol = least_squares(
+            residual,
+            vec0.numpy(),
+            method=method,
+            xtol=1e-15,
+            ftol=1e-15,
+            gtol=1e-15,
+            max_nfev=100 * steps,
+        )
+        vec = torch.as_tensor(sol.x, dtype=torch.float64)
+    else:
+        vec = vec0.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS(
+            [vec],
+            lr=1.0,
+            history_size=20,
+            max_iter=steps,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-14,
+            tolerance_change=1e-16,
+        )
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = loss_of(vec)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        vec = vec.detach()
+    with torch.no_grad():
+        final = float(loss_of(vec))
+        if not math.isfinite(final) or final > start:
+            return start
+        params, biases = unpack(vec)
+        for k in keys:
+            a, b, c, d = (float(v) for v in params[k])
+            e = table[k]
+            table[k] = SymbolicEdge(e.name, e.fn, e.sympy_fn, e.complexity, a, b, c, d, e.r2)
+        for lay, bias in zip(model.layers, biases, strict=True):
+            if bias is not None:
+                lay.bias.copy_(bias.to(lay.bias.dtype))
+    return final
+
+
+def symbolic_formula(
+    model: KAN, var_names: Sequence[str] | None = None, *, digits: int | None = None
+) -> list[Any]:
+    """Sympy expressions of the outputs in ``x_1 .. x_n`` (or ``var_names``), one per output.
+
+    Every edge must have a symbolic fit. Evaluate with
+    ``sympy.lambdify(sympy.symbols("x_1:%d" % (n + 1)), expr)``. ``digits`` rounds the constants.
+    """
+    sympy = _sympy()
+    model = _check_model(model)
+    table = _require_all(model)
+    n_in = model.layers[0].in_features
+    names = list(var_names) if var_names is not None else [f"x_{i + 1}" for i in range(n_in)]
+    if len(names) != n_in:
+        raise ValueError(f"expected {n_in} variable names, got {len(names)}")
+    nodes: list[Any] = [sympy.Symbol(n) for n in names]
+    for l, lay in enumerate(model.layers):
+        nxt = []
+        for o in range(lay.out_features):
+            total = sympy.Integer(0)
+            for i in range(lay.in_features):
+                total = total + table[(l, i, o)].expr(nodes[i])
+            if lay.bias is not None:
+                total = total + float(lay.bias[o].detach())
+            nxt.append(total)
+        nodes = nxt
+    if digits is not None:
+        nodes = [round_formula(e, digits) for e in nodes]
+    return nodes
+
+
+def round_formula(expr: Any, digits: int = 4) -> Any:
+    """``expr`` with every float constant rounded to ``digits`` decimals."""
+    sympy = _sympy()
+    for _ in range(3):  # products of rounded constants evaluate to new floats: round again
+        new = expr.xreplace({f: sympy.Float(round(float(f), digits)) for f in expr.atoms(sympy.Float)})
+        if new == expr:
+            break
+        expr = new
+    return expr
