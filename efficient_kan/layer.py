@@ -342,6 +342,22 @@ class KAN(nn.Module):
             KANLinear(i, o, **layer_kwargs) for i, o in zip(widths[:-1], widths[1:], strict=True)
         )
 
+    @classmethod
+    def from_layers(cls, layers: Sequence[KANLinear]) -> KAN:
+        """A ``KAN`` over existing layers (each may have its own settings), e.g. after pruning."""
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, KANLinear) for layer in layers):
+            raise TypeError("from_layers needs a non-empty sequence of KANLinear layers")
+        for a, b in zip(layers[:-1], layers[1:], strict=False):
+            if a.out_features != b.in_features:
+                raise ValueError(
+                    f"layer widths do not chain: {a.out_features} outputs feed {b.in_features} inputs"
+                )
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.layers = nn.ModuleList(layers)
+        return model
+
     def forward(self, x: torch.Tensor, update_grid: bool = False) -> torch.Tensor:
         for layer in self.layers:
             if update_grid:

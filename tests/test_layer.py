@@ -413,3 +413,14 @@ def test_torch_backend_is_used_on_cpu():
     x = torch.randn(4, 3)
     layer.backend = "auto"
     assert_close(layer(x), per_edge_oracle(layer, x).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_kan_from_layers_chains_and_checks_widths():
+    a, b = KANLinear(4, 3, grid_size=3), KANLinear(3, 2, grid_size=7, bias=False)
+    model = KAN.from_layers([a, b])
+    x = torch.randn(5, 4)
+    assert_close(model(x), b(a(x)), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="chain"):
+        KAN.from_layers([a, KANLinear(2, 2)])
+    with pytest.raises(TypeError, match="KANLinear"):
+        KAN.from_layers([])

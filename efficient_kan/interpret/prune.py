@@ -82,11 +82,7 @@ def prune(
         kept.append(torch.nonzero(keep).flatten())
     kept.append(torch.arange(model.layers[-1].out_features, device=device))
 
-    new = KAN.__new__(KAN)  # a bare KAN: its only state is `layers`
-    torch.nn.Module.__init__(new)
-    new.layers = torch.nn.ModuleList(
-        slice_layer(layer, kept[l], kept[l + 1]) for l, layer in enumerate(model.layers)
-    )
+    new = KAN.from_layers(slice_layer(layer, kept[l], kept[l + 1]) for l, layer in enumerate(model.layers))
     new.kept_nodes = [k.tolist() for k in kept]
     new.train(model.training)
     return new
