@@ -1,0 +1,367 @@
+#!/usr/bin/env python
+"""One KAN layer on the GPU: the fused Triton path against the PyTorch path, nn.Linear and the floor.
+
+Providers, for each shape ``(batch, in, out, grid_size)`` (spline order 3):
+
+- ``triton``: ``kan_linear_triton`` (the fused kernels; no basis in memory);
+- ``torch``: ``kan_linear_reference`` (materialises the basis);
+- ``nn.Linear``: ``F.linear`` with an ``(out, in)`` weight and bias;
+- ``floor``: one dense product over the expanded width ``in * (grid_size + spline_order + 1)`` with
+  the expanded input already in memory (its gradient included in forward+backward).
+
+Precisions: ``fp32`` (IEEE, ``set_float32_matmul_precision("highest")``), ``tf32`` ("high"),
+``bf16`` (``torch.autocast`` bf16, fp32 parameters). Modes: ``fwd`` (under ``no_grad``) and
+``fwd+bwd``. Time: median and 20/80 % quantiles of per-iteration CUDA-event timings. Memory: peak
+``max_memory_allocated`` during one iteration minus what was allocated before it (outputs and
+gradients included). Also one ``KAN([784, 64, 10])`` training step (forward, backward, Adam) at
+batch 64 against an MLP of the same widths.
+
+Writes ``benchmarks/results/bench_layer_<gpu>.json`` and ``.md`` (gpu name, torch/triton versions,
+date, command). Results are merged into an existing JSON by key, so a run can be split over calls
+(``--precisions``, ``--shapes``). The first call per shape autotunes and compiles (minutes; the
+Triton cache keeps them); ``EFFICIENT_KAN_AUTOTUNE=0`` uses the first config only.
+
+Without CUDA this prints that GPU numbers need a GPU and exits 0; ``--smoke`` then runs one tiny
+shape under ``TRITON_INTERPRET=1`` to check the script itself (timings meaningless).
+
+Examples::
+
+    PYTHONPATH=. python benchmarks/bench_layer.py                  # everything (GPU)
+    PYTHONPATH=. python benchmarks/bench_layer.py --precisions bf16 --shapes 4096x1024x1024x5
+    PYTHONPATH=. python benchmarks/bench_layer.py --smoke          # CPU check of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shlex
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+# TRITON_INTERPRET must be set before triton is imported (smoke mode on CPU only).
+if "--smoke" in sys.argv and not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from efficient_kan import KAN  # noqa: E402
+from efficient_kan.bspline import bspline_basis, uniform_grid  # noqa: E402
+from efficient_kan.reference import kan_linear_reference  # noqa: E402
+from efficient_kan.triton_backend import kan_linear_triton  # noqa: E402
+
+SHAPES = [  # (batch, in, out, grid_size)
+    (64, 784, 64, 5),
+    (1024, 784, 512, 5),
+    (4096, 1024, 1024, 5),
+    (16384, 1024, 1024, 5),
+    (4096, 512, 512, 20),
+    (65536, 64, 64, 5),
+]
+PRECISIONS = ("fp32", "tf32", "bf16")
+MODES = ("fwd", "fwd+bwd")
+PROVIDERS = ("triton", "torch", "nn.Linear", "floor")
+K = 3
+
+
+# ------------------------------------------------------------------------------- measurement
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def time_it(fn, dev: torch.device, min_reps: int = 10, max_reps: int = 200, budget_s: float = 0.25) -> dict:
+    """Per-iteration times (ms): median and 20/80 % quantiles, after warm-up (autotuning included)."""
+    for _ in range(3):
+        fn()
+    _sync(dev)
+    t0 = time.perf_counter()
+    fn()
+    _sync(dev)
+    reps = int(min(max_reps, max(min_reps, budget_s / max(time.perf_counter() - t0, 1e-6))))
+    times = []
+    for _ in range(reps):
+        if dev.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
+    return {"median_ms": statistics.median(times), "p20_ms": q[1], "p80_ms": q[7], "reps": reps}
+
+
+def peak_extra_mib(fn, dev: torch.device) -> float | None:
+    """Peak memory of one call above what was allocated before it (CUDA only)."""
+    if dev.type != "cuda":
+        return None
+    _sync(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    fn()
+    _sync(dev)
+    return (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+
+
+def precision_ctx(precision: str, dev: torch.device):
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    if precision == "bf16":
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ------------------------------------------------------------------------------- providers
+def make_provider(name: str, batch: int, n_in: int, n_out: int, g: int, dev: torch.device):
+    """Returns ``(call, params)``: ``call()`` runs the forward and returns the output."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(dev)
+
+    if name in ("triton", "torch"):
+        grid = uniform_grid(n_in, g, K, device=dev)
+        x = rnd(batch, n_in).requires_grad_()
+        params = [
+            rnd(n_out, n_in, scale=n_in**-0.5).requires_grad_(),  # base_weight
+            rnd(n_out, n_in, g + K, scale=0.1).requires_grad_(),  # spline_weight
+            rnd(n_out, n_in, scale=n_in**-0.5).requires_grad_(),  # spline_scaler
+            rnd(n_out).requires_grad_(),  # bias
+        ]
+        fn = kan_linear_triton if name == "triton" else kan_linear_reference
+        return (lambda: fn(x, grid, *params, spline_order=K, base_activation="silu")), [x, *params]
+    if name == "nn.Linear":
+        x = rnd(batch, n_in).requires_grad_()
+        w, b = rnd(n_out, n_in, scale=n_in**-0.5).requires_grad_(), rnd(n_out).requires_grad_()
+        return (lambda: F.linear(x, w, b)), [x, w, b]
+    # floor: the expanded input [B(x) | silu(x)] is already in memory.
+    width = n_in * (g + K + 1)
+    x = rnd(batch, n_in)
+    with torch.no_grad():
+        bases = bspline_basis(x, uniform_grid(n_in, g, K, device=dev), K).reshape(batch, -1)
+        a = torch.cat([bases, F.silu(x)], dim=1).contiguous().requires_grad_()
+    del bases
+    w = rnd(n_out, width, scale=width**-0.5).requires_grad_()
+    return (lambda: F.linear(a, w)), [a, w]
+
+
+def measure(provider: str, shape, precision: str, mode: str, dev: torch.device) -> dict:
+    batch, n_in, n_out, g = shape
+    call, params = make_provider(provider, batch, n_in, n_out, g, dev)
+    gy = torch.randn(batch, n_out, device=dev)
+
+    def step():
+        with precision_ctx(precision, dev):
+            if mode == "fwd":
+                with torch.no_grad():
+                    call()
+            else:
+                y = call()
+                for p in params:
+                    p.grad = None
+                y.backward(gy.to(y.dtype))
+
+    result = time_it(step, dev)
+    if mode == "fwd+bwd":
+        for p in params:
+            p.grad = None
+    result["peak_extra_mib"] = peak_extra_mib(step, dev)
+
+    return result
+
+
+def measure_training_step(kind: str, dev: torch.device, precision: str) -> dict:
+    """One optimiser step at batch 64 for KAN([784, 64, 10]) (triton / torch backends) or the MLP."""
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(784, 64), nn.SiLU(), nn.Linear(64, 10)).to(dev)
+    else:
+        model = KAN([784, 64, 10]).to(dev)
+        for layer in model.modules():
+            if hasattr(layer, "backend"):
+                layer.backend = kind
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(64, 784, device=dev)
+    target = torch.randint(0, 10, (64,), device=dev)
+
+    def step():
+        with precision_ctx(precision, dev):
+            loss = F.cross_entropy(model(x), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    result = time_it(step, dev)
+    result["peak_extra_mib"] = peak_extra_mib(step, dev)
+    return result
+
+
+# ------------------------------------------------------------------------------- reporting
+def shape_key(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def write_markdown(path: Path, data: dict) -> None:
+    meta = data["meta"]
+    lines = [
+        f"# bench_layer: one KAN layer (spline order {K}) on {meta['gpu_name']}",
+        "",
+        f"torch {meta['torch']}, triton {meta['triton']}, {meta['date']}; command: `{meta['command']}`",
+        "",
+        "Time: median ms [20 %, 80 %] of CUDA-event timings per iteration. Memory: peak extra MiB "
+        "(max_memory_allocated during one iteration minus the allocation before it). "
+        "floor = one dense product over the expanded width in*(G+K+1), expanded input in memory.",
+        "",
+        "| batch x in x out x G | precision | mode | triton | torch | nn.Linear | floor "
+        "| triton/floor | triton/nn.Linear | MiB triton | MiB torch | MiB nn.Linear | MiB floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = data["layer"]
+    for shape in SHAPES:
+        for precision in PRECISIONS:
+            for mode in MODES:
+                key = f"{shape_key(shape)}|{precision}|{mode}"
+                r = {p: rows.get(f"{key}|{p}") for p in PROVIDERS}
+                if not any(r.values()):
+                    continue
+
+                def t(p, r=r):
+                    v = r[p]
+                    if not v or "median_ms" not in v:
+                        return (v or {}).get("error", "-")[:40]
+                    return f"{v['median_ms']:.3f} [{v['p20_ms']:.3f}, {v['p80_ms']:.3f}]"
+
+                def ratio(a, b, r=r):
+                    if r[a] and r[b] and "median_ms" in r[a] and "median_ms" in r[b]:
+                        return f"{r[a]['median_ms'] / r[b]['median_ms']:.2f}x"
+                    return "-"
+
+                def mem(p, r=r):
+                    v = r[p]
+                    return f"{v['peak_extra_mib']:.1f}" if v and v.get("peak_extra_mib") is not None else "-"
+
+                lines.append(
+                    f"| {shape_key(shape)} | {precision} | {mode} | {t('triton')} | {t('torch')} | "
+                    f"{t('nn.Linear')} | {t('floor')} | {ratio('triton', 'floor')} | "
+                    f"{ratio('triton', 'nn.Linear')} | {mem('triton')} | {mem('torch')} | "
+                    f"{mem('nn.Linear')} | {mem('floor')} |"
+                )
+    if data.get("training"):
+        lines += [
+            "",
+            "## Training step, batch 64 (forward, backward, Adam)",
+            "",
+            "| model | precision | median ms [20 %, 80 %] | MiB |",
+            "|---|---|---|---|",
+        ]
+        for key, v in sorted(data["training"].items()):
+            model, precision = key.split("|")
+            if "median_ms" in v:
+                mib = f"{v['peak_extra_mib']:.1f}" if v.get("peak_extra_mib") is not None else "-"
+                lines.append(
+                    f"| {model} | {precision} | {v['median_ms']:.3f} [{v['p20_ms']:.3f}, {v['p80_ms']:.3f}] | {mib} |"
+                )
+            else:
+                lines.append(f"| {model} | {precision} | {v.get('error', '-')[:60]} | - |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
+    ap.add_argument(
+        "--shapes", nargs="+", default=None, help="batch x in x out x grid, e.g. 4096x1024x1024x5"
+    )
+    ap.add_argument("--no-training", action="store_true", help="skip the KAN([784, 64, 10]) training step")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--smoke", action="store_true", help="CPU: one tiny shape under the interpreter")
+    args = ap.parse_args()
+
+    if not torch.cuda.is_available():
+        print("bench_layer: GPU numbers need a CUDA GPU; none here, nothing measured.")
+        if not args.smoke:
+            return 0
+        print(
+            "--smoke: one tiny shape on CPU (TRITON_INTERPRET=1) to check the script; timings are meaningless."
+        )
+        dev = torch.device("cpu")
+        for provider in PROVIDERS:
+            for mode in MODES:
+                r = measure(provider, (8, 16, 8, 5), "fp32", mode, dev)
+                print(f"  {provider:10s} {mode:8s} {r['median_ms']:.2f} ms")
+        r = measure_training_step("torch", dev, "fp32")
+        print(f"  KAN([784,64,10]) torch step {r['median_ms']:.2f} ms")
+        return 0
+
+    dev = torch.device("cuda")
+    import triton
+
+    gpu_name = torch.cuda.get_device_name(dev)
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"bench_layer_{slug}.json", out / f"bench_layer_{slug}.md"
+    data = json.loads(json_path.read_text()) if json_path.exists() else {"layer": {}, "training": {}}
+    data["meta"] = {
+        "gpu_name": gpu_name,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "autotune": os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1"),
+    }
+    shapes = SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
+    for shape in shapes:
+        for precision in args.precisions:
+            for mode in args.modes:
+                for provider in args.providers:
+                    key = f"{shape_key(shape)}|{precision}|{mode}|{provider}"
+                    try:
+                        r = measure(provider, shape, precision, mode, dev)
+                    except torch.cuda.OutOfMemoryError as e:  # the torch path at big batches
+                        r = {"error": f"OOM: {str(e).splitlines()[0][:80]}"}
+                    torch.cuda.empty_cache()
+                    data["layer"][key] = r
+                    desc = (
+                        f"{r['median_ms']:.3f} ms, {r['peak_extra_mib']:.1f} MiB"
+                        if "median_ms" in r
+                        else r["error"]
+                    )
+                    print(
+                        f"{shape_key(shape):>22s} {precision:5s} {mode:8s} {provider:10s} {desc}", flush=True
+                    )
+                json_path.write_text(json.dumps(data, indent=1))
+    if not args.no_training:
+        for precision in args.precisions:
+            for kind in ("triton", "torch", "mlp"):
+                name = "MLP 784-64-10" if kind == "mlp" else f"KAN([784,64,10]) {kind}"
+                r = measure_training_step(kind, dev, precision)
+                data["training"][f"{name}|{precision}"] = r
+                print(f"training step {name:28s} {precision:5s} {r['median_ms']:.3f} ms", flush=True)
+    torch.set_float32_matmul_precision("highest")
+    json_path.write_text(json.dumps(data, indent=1))
+    write_markdown(md_path, data)
+    print(f"wrote {md_path} and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
