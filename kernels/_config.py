@@ -27,41 +27,57 @@ def num_sms(device_index: int) -> int:
 
 
 def meta_for(p: int, dtype: torch.dtype) -> dict:
-    """Shape-class key for the config lists: the expanded width per feature and the operand size."""
-    return {"wide": p >= 32, "fp64": dtype == torch.float64}
+    """Shape class for the config lists: the padded bases per feature (wide ones get their own
+    lists, narrow ones share one) and whether operands are fp64."""
+    return {"p": p if p >= 32 else 0, "fp64": dtype == torch.float64}
 
 
-def _configs(kind: str, wide: bool, fp64: bool) -> list[triton.Config]:
+def _configs(kind: str, p: int, fp64: bool) -> list[triton.Config]:
     """Candidate block sizes, best guess first (the only one used under the interpreter).
 
-    ``BLOCK_I`` is 16: ``tl.dot`` needs every dimension >= 16 and the base branch contracts over
-    features. The expanded tile is ``BLOCK_I * P`` wide, so wide bases (``P >= 32``) get short tiles.
+    The expanded tile is ``BLOCK_I * P`` wide. Narrow bases (``P <= 16``) use ``BLOCK_I = 16`` and
+    a ``tl.dot`` for the base branch too (``tl.dot`` needs every dimension >= 16); wide bases
+    (``P >= 32``) keep the expanded tile at 128-256 columns with ``BLOCK_I < 16``, and the base
+    branch, ``P`` times smaller, becomes a broadcast-and-sum in the kernel.
     """
-    c = triton.Config
     if interpreting() or os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1") == "0":
         # EFFICIENT_KAN_AUTOTUNE=0: first config only (quick runs; no tuning compiles).
         if not interpreting():
-            return _configs_gpu(kind, wide, fp64)[:1]
-        # Small blocks so CPU tests hit the masks and several programs; the interpreter ignores warps.
-        return [c({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": 16}, num_warps=4)]
-    return _configs_gpu(kind, wide, fp64)
+            return _configs_gpu(kind, p, fp64)[:1]
+        # Small blocks so CPU tests hit the masks, several programs and both base-branch forms;
+        # the interpreter ignores warps.
+        bi = 16 if p == 0 else max(1, 128 // p)
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": bi}, num_warps=4)]
+    return _configs_gpu(kind, p, fp64)
 
 
-def _configs_gpu(kind: str, wide: bool, fp64: bool) -> list[triton.Config]:
+def _configs_gpu(kind: str, p: int, fp64: bool) -> list[triton.Config]:
     """GPU candidates. Stages are kept low: the weight tiles are packed on load from the fp32
     parameters (spline_weight and scaler), so each pipeline stage costs 2 fp32 tiles of shared
     memory; sm_90 compiles of the forward at 3 stages need 250-400 KiB (over the 227 KiB limit)."""
 
-    def c(bm, bn, warps, stages):
+    def c(bm, bn, warps, stages, bi=16):
         return triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_I": 16}, num_warps=warps, num_stages=stages
+            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_I": bi}, num_warps=warps, num_stages=stages
         )
 
+    if p:
+        b128, b256 = max(1, 128 // p), max(1, 256 // p)  # features per expanded tile of 128 / 256
+        if fp64:
+            return [c(16, 32, 4, 1, b128)]
+        if kind == "fwd":
+            return [
+                c(64, 64, 4, 1, b256),
+                c(64, 128, 8, 1, b128),
+                c(32, 64, 4, 1, b128),
+                c(128, 64, 8, 1, b128),
+            ]
+        if kind == "dx":
+            return [c(64, 64, 4, 1, b128), c(32, 64, 4, 1, b256), c(64, 32, 4, 2, b128)]
+        return [c(64, 64, 4, 1, b128), c(32, 64, 4, 2, b256), c(64, 128, 8, 1, b128)]
     if fp64:
         return [c(16, 32, 4, 1)]
     if kind == "fwd":
-        if wide:
-            return [c(32, 64, 8, 1), c(16, 64, 4, 1), c(32, 128, 8, 1)]
         return [
             c(64, 128, 8, 1),
             c(128, 128, 8, 1),
@@ -71,26 +87,22 @@ def _configs_gpu(kind: str, wide: bool, fp64: bool) -> list[triton.Config]:
             c(64, 256, 8, 1),
         ]
     if kind == "dx":
-        if wide:
-            return [c(32, 32, 8, 1), c(16, 64, 4, 1)]
         return [c(64, 64, 4, 2), c(128, 64, 8, 1), c(64, 32, 4, 2), c(128, 32, 8, 2), c(32, 64, 4, 2)]
     # dw: (BLOCK_I * P, BLOCK_N) accumulator, batch loop of BLOCK_M rows.
-    if wide:
-        return [c(32, 32, 8, 1), c(16, 64, 8, 1)]
     return [c(64, 64, 4, 2), c(64, 128, 8, 2), c(32, 64, 4, 2), c(128, 64, 8, 1), c(32, 128, 8, 2)]
 
 
 _TUNED: dict = {}
 
 
-def tuned(kind: str, kernel, key: list[str], wide: bool, fp64: bool):
+def tuned(kind: str, kernel, key: list[str], p: int, fp64: bool):
     """The autotuned wrapper of ``kernel`` for one shape class, created once and cached.
 
     Triton's autotuner caches the best config per ``key`` value (shapes with the batch bucketed to
     a power of two), so tuning runs once per shape, not per call. Under the interpreter (or without
     CUDA) the list has one config and nothing is benchmarked.
     """
-    k = (kind, id(kernel), wide, fp64, interpreting(), os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1"))
+    k = (kind, id(kernel), p, fp64, interpreting(), os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1"))
     if k not in _TUNED:
-        _TUNED[k] = triton.autotune(configs=_configs(kind, wide, fp64), key=key)(kernel)
+        _TUNED[k] = triton.autotune(configs=_configs(kind, p, fp64), key=key)(kernel)
     return _TUNED[k]

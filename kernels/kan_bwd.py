@@ -96,7 +96,10 @@ def _kan_bwd_dx_kernel(
             mask=n_ok[:, None] & i_ok[None, :],
             other=0.0,
         ).to(DOT)
-        acc_b = tl.dot(dy, wbt, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
+        if BLOCK_I >= 16:
+            acc_b = tl.dot(dy, wbt, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
+        else:  # see _kan_fwd_kernel: broadcast-and-sum when the feature block is under 16
+            acc_b += tl.sum(dy.to(CDT)[:, :, None] * wbt.to(CDT)[None, :, :], axis=1)
 
     x = tl.load(
         x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
@@ -184,9 +187,11 @@ def _kan_bwd_dw_kernel(
         at = tl.trans(tl.reshape(basis, (BLOCK_M, BLOCK_I * P)).to(DOT))
         acc_s = tl.dot(at, dy, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
         # Masked rows load x = 0 and dy = 0, so they add nothing (act(0) * 0).
-        acc_b = tl.dot(
-            tl.trans(_act(x, ACT).to(DOT)), dy, acc=acc_b, input_precision=PRECISION, out_dtype=CDT
-        )
+        xa = _act(x, ACT).to(DOT)
+        if BLOCK_I >= 16:
+            acc_b = tl.dot(tl.trans(xa), dy, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
+        else:
+            acc_b += tl.sum(xa.to(CDT)[:, :, None] * dy.to(CDT)[:, None, :], axis=0)
 
     # Epilogue: packed-weight gradient -> parameter gradients, written to this split's slot.
     cc = tl.arange(0, BLOCK_I * P)

@@ -97,7 +97,11 @@ def _kan_fwd_kernel(
             mask=i_ok[:, None] & n_ok[None, :],
             other=0.0,
         ).to(DOT)
-        acc = tl.dot(_act(x, ACT).to(DOT), wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
+        xa = _act(x, ACT).to(DOT)
+        if BLOCK_I >= 16:
+            acc = tl.dot(xa, wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
+        else:  # wide bases, few features per block: tl.dot needs 16; this branch is P times smaller
+            acc += tl.sum(xa.to(CDT)[:, :, None] * wb.to(CDT)[None, :, :], axis=1)
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(CDT)[None, :]
