@@ -308,3 +308,32 @@ def test_64bit_offsets():
     tail = slice(n - 1000, n)
     y_ref = kan_linear_reference(x[tail].float(), grid, bw.float(), sw.float(), spline_order=3)
     assert_close(y[tail].float(), y_ref, atol=5e-2, rtol=2e-2, name="tail rows")
+
+
+@gpu
+def test_auto_dispatch_uses_triton_on_cuda(monkeypatch):
+    from efficient_kan import triton_backend
+
+    calls = []
+    real = triton_backend._KANLinearFunction.apply
+    monkeypatch.setattr(triton_backend._KANLinearFunction, "apply", lambda *a: calls.append(1) or real(*a))
+    layer = KANLinear(32, 16, device="cuda")
+    assert layer.backend == "auto"
+    layer(torch.randn(8, 32, device="cuda")).sum().backward()
+    assert calls, "backend='auto' did not take the Triton path on CUDA"
+
+
+@gpu
+def test_torch_compile_inductor_autocast_cuda():
+    """fullgraph=True with inductor under bf16 autocast: same values as the eager Triton path."""
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(KANLinear(64, 48, device="cuda"), KANLinear(48, 10, device="cuda"))
+    x = torch.randn(128, 64, device="cuda")
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y_c = compiled(x)
+        y_e = model(x)
+    assert y_c.dtype == y_e.dtype == torch.bfloat16
+    assert_close(y_c.float(), y_e.float(), atol=1e-2, rtol=1e-2, name="compiled vs eager")
+    y_c.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
