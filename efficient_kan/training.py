@@ -19,6 +19,7 @@ unless a dataset has to be downloaded.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import inspect
 import math
 import os
@@ -51,6 +52,7 @@ __all__ = [
     "evaluate",
     "make_mlp",
     "peak_memory_mib",
+    "reset_peak_memory",
     "ranks_identical",
     "run",
     "setup_distributed",
@@ -279,13 +281,49 @@ def device_description(device: torch.device) -> str:
     return f"{name}, {os.cpu_count()} CPUs"
 
 
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_memory(device: torch.device) -> float:
+    """Start a fresh peak-memory window; returns the memory in use now, in MiB.
+
+    CUDA: ``reset_peak_memory_stats`` (then ``memory_allocated``). CPU on Linux: resets the process's
+    peak RSS (``VmHWM``, via ``/proc/self/clear_refs``) to its current RSS, so the peak that follows
+    is the training's, not that of loading and decompressing the data.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    now = _proc_status_kib("VmRSS")
+    return now / 2**10 if now is not None else peak_memory_mib(device)[0]
+
+
 def peak_memory_mib(device: torch.device) -> tuple[float, str]:
-    """Peak memory in MiB and what it measures: CUDA ``max_memory_allocated`` or the peak RSS."""
+    """Peak memory in MiB and what it measures.
+
+    CUDA: ``max_memory_allocated``. CPU: the process's peak resident set size since
+    :func:`reset_peak_memory` (``VmHWM``), or without ``/proc`` the lifetime peak (``ru_maxrss``).
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 2**10, "process_peak_rss"
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (2**20 if sys.platform == "darwin" else 2**10), "process_peak_rss"
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "process_lifetime_peak_rss"
 
 
 def _sync(device: torch.device) -> None:
@@ -481,9 +519,7 @@ def run(
     )
     x_test_shard = data.x_test[ctx.rank :: ctx.world_size]
     y_test_shard = data.y_test[ctx.rank :: ctx.world_size]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    mem_before, _ = peak_memory_mib(device)  # data + model (CUDA) or the process so far (CPU RSS)
+    mem_before = reset_peak_memory(device)  # data, model and (CPU) the libraries already resident
 
     # ------------------------------------------------------------------------------- epochs
     steps_per_epoch = math.ceil((n_train // ctx.world_size) / cfg.batch_size)

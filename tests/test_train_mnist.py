@@ -330,3 +330,38 @@ def test_config_defaults_match_the_issue():
     args = train_mnist.build_parser().parse_args([])
     assert train_mnist.config_from_args(args, []).dataset == "auto"
     assert run.__doc__
+
+
+# ------------------------------------------------------------------------------------- benchmark
+def _load_table_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mnist_table", REPO / "benchmarks" / "mnist_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_matches_parameter_counts():
+    table = _load_table_module()
+    configs = table.plan([[784, 10], [784, 100, 100, 100, 10]], grid_size=5, spline_order=3)
+    assert [c["kind"] for c in configs[:3]] == ["KAN", "MLP, same widths", "MLP, ~KAN params"]
+    assert configs[2]["widths"] == [784, 99, 10]  # 78,715 params against the KAN's 78,400
+    deep = configs[5]["widths"]
+    assert len(deep) == 5 and deep[1] == deep[2] == deep[3]
+    kan_params = (784 * 100 + 100 * 100 * 2 + 100 * 10) * 10
+    assert abs(table.mlp_params(deep) - kan_params) / kan_params < 0.01
+
+
+def test_benchmark_in_process_writes_table_json_and_plot(tmp_path):
+    table = _load_table_module()
+    argv = ["--dataset", "mnist-5k", "--rows", "784,10", "--epochs", "1", "--seeds", "0"]
+    argv += ["--train-limit", "128", "--test-limit", "100", "--isolate", "none", "--out", str(tmp_path)]
+    table.main(argv)
+    md = (tmp_path / "mnist_mnist-5k_cpu.md").read_text()
+    assert "| KAN | 784-10 | 78,400 |" in md and "## What it shows" in md and "Command:" in md
+    data = json.loads((tmp_path / "mnist_mnist-5k_cpu.json").read_text())
+    assert len(data["runs"]) == 3 and all(r["n_train"] == 128 for r in data["runs"])
+    assert (tmp_path / "mnist_mnist-5k_cpu.png").stat().st_size > 0
+    table.main(argv)  # finished runs are reused, not retrained
+    assert len(json.loads((tmp_path / "mnist_mnist-5k_cpu.json").read_text())["runs"]) == 3
