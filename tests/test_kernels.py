@@ -244,22 +244,16 @@ def test_custom_op_registration():
     )
 
 
-# ------------------------------------------------------------------ GPU only
-gpu = pytest.mark.gpu
-
-
-@gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_three_way_bound(dtype):
-    """|y - y_ref| <= 2 |y_pt - y_ref| + atol: the Triton path under autocast is no worse than the
-    PyTorch path under the same autocast, measured against the fp32 reference."""
-    x, grid, params = make_case(300, 96, 80, 5, 3, dtype=torch.float32, device="cuda", nonuniform=True)
+def _three_way(dev, dtype, n, i, o):
+    """flash-attention's bound: |x - x_ref| <= 2 |x_pt - x_ref| + atol, for y and every gradient,
+    with x_ref the fp32 reference and x_pt the PyTorch path under the same autocast."""
+    x, grid, params = make_case(n, i, o, 5, 3, dtype=torch.float32, device=dev)
     args = (grid, *params.values())
     inputs = [x] + [p for p in params.values() if p is not None]
-    g_out = torch.randn(300, 80, device="cuda")
+    g_out = torch.randn(n, o, generator=torch.Generator().manual_seed(2)).to(dev)
     y_ref = kan_linear_reference(x, *args, spline_order=3)
     g_ref = torch.autograd.grad(y_ref, inputs, g_out)
-    with torch.autocast("cuda", dtype=dtype):
+    with torch.autocast(dev, dtype=dtype):
         y_pt = kan_linear_reference(x, *args, spline_order=3)
         y = kan_linear_triton(x, *args, spline_order=3, base_activation="silu")
     assert y.dtype == y_pt.dtype == dtype
@@ -271,6 +265,21 @@ def test_autocast_three_way_bound(dtype):
         err = (a.float() - r.float()).abs()
         bound = 2 * (p.float() - r.float()).abs() + 1e-2 * r.float().abs().max()
         assert bool((err <= bound).all()), f"{name}: max excess {(err - bound).max().item():.3e}"
+
+
+def test_autocast_fp16_three_way_bound():
+    """fp16 autocast on this device (the interpreter handles fp16; its bf16 is unreliable)."""
+    _three_way(_device(), torch.float16, 21, 18, 17)
+
+
+# ------------------------------------------------------------------ GPU only
+gpu = pytest.mark.gpu
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_three_way_bound(dtype):
+    _three_way("cuda", dtype, 300, 96, 80)
 
 
 @gpu
