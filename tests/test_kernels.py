@@ -346,3 +346,57 @@ def test_torch_compile_inductor_autocast_cuda():
     assert_close(y_c.float(), y_e.float(), atol=1e-2, rtol=1e-2, name="compiled vs eager")
     y_c.float().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------ GPU compiler, without a GPU
+_AOT_SCRIPT = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from efficient_kan.kernels import _config
+from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel
+from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel
+
+fp32_ptrs = ("g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr")
+for kind, fn in (("fwd", _kan_fwd_kernel), ("dx", _kan_bwd_dx_kernel), ("dw", _kan_bwd_dw_kernel)):
+    cfg = _config._configs_gpu(kind, 0, False)[0]
+    consts = dict(K=3, NK=12, NB=8, P=8, LOG_NK=4, ACT=1, HAS_SCALER=True, HAS_BIAS=True)
+    consts.update(CDT=triton.language.float32, PRECISION="ieee", **cfg.kwargs)
+    consts = {n: v for n, v in consts.items() if n in fn.arg_names}
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32" if name in fp32_ptrs else "*bf16"
+        else:
+            sig[name] = "i64" if name.startswith("stride") else "i32"
+    opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    compiled = triton.compile(ASTSource(fn, sig, constexprs=consts), target=GPUTarget("cuda", 90, 32), options=opts)
+    shared = compiled.metadata.shared
+    print(kind, "shared", shared)
+    assert shared <= 227 * 1024, (kind, shared)
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90():
+    """Ahead-of-time compile of the three kernels (default config, bf16) for sm_90, with no GPU:
+    Triton frontend to cubin with the bundled ptxas, in a subprocess without TRITON_INTERPRET.
+
+    The interpreter runs kernels as Python and accepts code the GPU compiler rejects; this catches
+    that, and checks the default configs fit the H100's 227 KiB of shared memory.
+    """
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
