@@ -304,19 +304,24 @@ def test_gpu_fp64_and_configs():
 
 @gpu
 def test_64bit_offsets():
-    """batch * in_features > 2^31: offsets must be 64-bit (needs ~9 GiB for x alone in bf16)."""
+    """batch * in_features > 2^31: offsets must be 64-bit (~12 GiB: x, its grad, y, dy in bf16)."""
     free, _ = torch.cuda.mem_get_info()
     n, i = 2**31 // 8 + 64, 8
     if free < 24 * 2**30:
         pytest.skip("needs ~24 GiB of free GPU memory")
-    x = torch.randn(n, i, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(n, i, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     grid = uniform_grid(i, 5, 3, device="cuda")
-    bw = torch.randn(4, i, device="cuda", dtype=torch.bfloat16)
-    sw = torch.randn(4, i, 8, device="cuda", dtype=torch.bfloat16)
+    bw = torch.randn(4, i, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    sw = torch.randn(4, i, 8, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     y = kan_linear_triton(x, grid, bw, sw, None, None, spline_order=3, base_activation="silu")
+    y.backward(torch.ones_like(y))  # dX rows past 2^31 / in elements; dW reduces over all of them
     tail = slice(n - 1000, n)
-    y_ref = kan_linear_reference(x[tail].float(), grid, bw.float(), sw.float(), spline_order=3)
+    x_t = x[tail].detach().float().requires_grad_()
+    y_ref = kan_linear_reference(x_t, grid, bw.detach().float(), sw.detach().float(), spline_order=3)
+    y_ref.sum().backward()
     assert_close(y[tail].float(), y_ref, atol=5e-2, rtol=2e-2, name="tail rows")
+    assert_close(x.grad[tail].float(), x_t.grad, atol=5e-2, rtol=2e-2, name="tail rows of dx")
+    assert torch.isfinite(bw.grad).all() and torch.isfinite(sw.grad).all()
 
 
 @gpu
