@@ -403,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="start no new run after this long")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--tag", default=None, help="file-name tag for the device (default: cpu or the GPU name)")
-    p.add_argument("--note", default=None, help="text appended under the findings")
+    p.add_argument("--note", default=None, help="hand-written text appended under the findings")
     args = p.parse_args(argv)
     try:
         rows = _rows(args.rows)
@@ -425,7 +425,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         stem.with_suffix(".md"),
         stem.with_suffix(".png"),
     )
-    command = shlex.join(["python", "benchmarks/mnist_table.py", *argv])
+    # The command that reproduces the numbers (a --note changes only the text, so it is left out).
+    shown = [a for i, a in enumerate(argv) if a != "--note" and (i == 0 or argv[i - 1] != "--note")]
+    command = shlex.join(
+        ["python", "benchmarks/mnist_table.py", *(a for a in shown if not a.startswith("--note="))]
+    )
 
     configs = plan(rows, args.grid_size, args.spline_order)
     runs: list[dict[str, Any]] = []
@@ -506,7 +510,11 @@ def _write_all(args, configs, runs, seeds, device, command, json_path, md_path, 
         "device_name": first.get("device_name") or device_description(device),
         "torch_version": torch.__version__,
         "python_version": sys.version.split()[0],
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "date": (
+            f"runs between {min(r['date'] for r in current)} and {max(r['date'] for r in current)}"
+            if current
+            else time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        ),
         "settings": settings,
         "seeds": list(seeds),
         "n_test": first.get("n_test", 0),
