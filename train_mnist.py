@@ -66,6 +66,15 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the uninformative ``None`` / ``False`` ones."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used by the tests and the benchmark)."""
     p = _OneLineParser(
@@ -73,20 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a KAN or an MLP on MNIST / Fashion-MNIST and report test accuracy, "
         "parameter count, throughput and peak memory. Multi-process: torchrun --nproc_per_node N "
         "train_mnist.py ... (DDP; NCCL on CUDA, gloo on CPU).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=MODELS, default="kan", help="KAN (B-spline layers) or ReLU MLP")
-    m.add_argument("--widths", type=_widths, default=(784, 64, 10), help="layer widths, 784,...,10")
+    m.add_argument("--widths", type=_widths, default="784,64,10", help="layer widths, 784,...,10")
     m.add_argument("--grid-size", type=_int_at_least(1), default=5, help="KAN grid intervals G")
     m.add_argument("--spline-order", type=_int_at_least(0), default=3, help="KAN B-spline order K")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=_int_at_least(1), default=10)
-    t.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    t.add_argument("--epochs", type=_int_at_least(1), default=10, help="training epochs")
+    t.add_argument(
+        "--batch-size", type=_int_at_least(1), default=64, help="samples per step (per rank under DDP)"
+    )
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="AdamW learning rate")
     t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     t.add_argument("--gamma", type=_positive_float, default=0.8, help="ExponentialLR decay per epoch")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="model initialisation and shuffling")
     t.add_argument(
         "--update-grid-every",
         type=_int_at_least(0),
