@@ -26,7 +26,8 @@ from efficient_kan.data import DatasetUnavailable, load_bundled, load_dataset
 from efficient_kan.training import DistContext, TrainConfig, run, update_grid_synced
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--dataset", "mnist-5k", "--train-limit", "384", "--test-limit", "300", "--quiet"]
+# CPU even where a GPU is present: these are CPU tests (the DDP one is 2 gloo processes).
+SMALL = ["--dataset", "mnist-5k", "--train-limit", "384", "--test-limit", "300", "--device", "cpu", "--quiet"]
 SMALL_MODEL = ["--widths", "784,16,10"]
 
 
@@ -134,6 +135,8 @@ def test_cli_default_dataset_falls_back_offline(tmp_path, capsys):
             "256",
             "--test-limit",
             "200",
+            "--device",
+            "cpu",
             "--quiet",
         ]
         + SMALL_MODEL
@@ -355,7 +358,7 @@ def test_benchmark_matches_parameter_counts():
 
 def test_benchmark_in_process_writes_table_json_and_plot(tmp_path):
     table = _load_table_module()
-    argv = ["--dataset", "mnist-5k", "--rows", "784,10", "--epochs", "1", "--seeds", "0"]
+    argv = ["--dataset", "mnist-5k", "--rows", "784,10", "--epochs", "1", "--seeds", "0", "--device", "cpu"]
     argv += ["--train-limit", "128", "--test-limit", "100", "--isolate", "none", "--out", str(tmp_path)]
     table.main(argv)
     md = (tmp_path / "mnist_mnist-5k_cpu.md").read_text()
