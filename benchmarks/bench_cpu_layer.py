@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from efficient_kan import KAN
+from efficient_kan import KAN, bspline_basis
 
 
 def dense_cox_de_boor(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
@@ -90,3 +90,24 @@ def test_forward_backward(benchmark, case, impl):
         net(x).sum().backward()
 
     benchmark(step)
+
+
+@pytest.mark.parametrize("part", ["basis_ours", "basis_baseline", "spline_gemm"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_parts_forward_backward(benchmark, case, part):
+    """Where the time goes in the first layer: the bases alone (ours vs the dense recursion, with
+    the input needing a gradient) and the spline product alone, which both implementations share."""
+    widths, batch = CASES[case]
+    torch.manual_seed(0)
+    layer = KAN(widths[:2]).layers[0]
+    x = (torch.rand(batch, widths[0]) * 2 - 1).requires_grad_()
+    benchmark.group = f"{case} parts forward+backward"
+    if part == "spline_gemm":
+        n_expanded = layer.in_features * layer.spline_weight.shape[-1]
+        bases = torch.rand(batch, n_expanded, requires_grad=True)
+        weight = torch.randn(layer.out_features, n_expanded, requires_grad=True)
+        benchmark(lambda: F.linear(bases, weight).sum().backward())
+        return
+    basis = bspline_basis if part == "basis_ours" else dense_cox_de_boor
+    upstream = torch.randn(batch, layer.in_features, layer.spline_weight.shape[-1])
+    benchmark(lambda: (basis(x, layer.grid, layer.spline_order) * upstream).sum().backward())
