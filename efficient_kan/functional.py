@@ -56,19 +56,10 @@ def kan_linear(
     else:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if use_triton:
-        from .triton_backend import kan_linear_triton
-
-        return kan_linear_triton(
-            x,
-            grid,
-            base_weight,
-            spline_weight,
-            spline_scaler,
-            bias,
-            spline_order=spline_order,
-            base_activation=base_activation,
-        )
-    return kan_linear_reference(
+        from .triton_backend import kan_linear_triton as impl
+    else:
+        impl = kan_linear_reference
+    return impl(
         x,
         grid,
         base_weight,
