@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU measurements, one stage per device call (each stage fits the device's 10-minute limit).
+# Results are written to $OUT (the device tool's output folder; benchmarks/results when unset) and
+# merged with earlier ones carried in benchmarks/results; copy them back into benchmarks/results/.
+#
+#   bash benchmarks/gpu_session.sh check                  # GPU + versions, all kernel tests incl. GPU-only
+#   bash benchmarks/gpu_session.sh bench bf16             # then tf32, fp32: bench_layer.py per precision
+#   bash benchmarks/gpu_session.sh mnist fashion-mnist    # KAN vs MLP table (resumable; repeat until complete)
+#
+# Fashion-MNIST is not on the GPU machine: carry data/fashion-mnist (from `apt-get install
+# dataset-fashion-mnist`, copied into ./data/fashion-mnist here) with the call.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=.
+out=${OUT:-benchmarks/results}
+mkdir -p "$out"
+
+case "${1:-}" in
+  check)
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__)"
+    python -m pytest -q -m "slow or not slow" tests/test_kernels.py 2>&1 | tee "$out/gpu_kernel_tests.txt" | tail -30
+    ;;
+  bench)
+    cp benchmarks/results/bench_layer_nvidia*.json "$out"/ 2>/dev/null || true
+    python benchmarks/bench_layer.py --precisions "${2:?precision: fp32, tf32 or bf16}" --out "$out"
+    ;;
+  mnist)
+    cp benchmarks/results/mnist_"${2:?dataset: mnist-5k or fashion-mnist}"_nvidia*.json "$out"/ 2>/dev/null || true
+    python benchmarks/mnist_table.py --dataset "$2" --max-minutes 8 --out "$out"
+    ;;
+  *)
+    echo "usage: $0 check | bench fp32|tf32|bf16 | mnist mnist-5k|fashion-mnist" >&2
+    exit 2
+    ;;
+esac
