@@ -424,3 +424,16 @@ def test_kan_from_layers_chains_and_checks_widths():
         KAN.from_layers([a, KANLinear(2, 2)])
     with pytest.raises(TypeError, match="KANLinear"):
         KAN.from_layers([])
+
+
+def test_cpu_autocast_behaves_like_linear():
+    torch.manual_seed(0)
+    layer = KANLinear(8, 4)
+    x = torch.randn(5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        y_linear = nn.Linear(8, 4)(x)
+    assert y.dtype == y_linear.dtype == torch.bfloat16
+    assert_close(y.float(), layer(x), atol=2e-2, rtol=2e-2)
+    y.float().sum().backward()
+    assert layer.spline_weight.grad.dtype == torch.float32 and torch.isfinite(layer.spline_weight.grad).all()
