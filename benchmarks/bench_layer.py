@@ -3,7 +3,10 @@
 
 Providers, for each shape ``(batch, in, out, grid_size)`` (spline order 3):
 
-- ``triton``: ``kan_linear_triton`` (the fused kernels; no basis in memory);
+- ``fused``: ``kan_linear_triton`` with ``EFFICIENT_KAN_STRATEGY=fused`` (the fused kernels; no
+  basis in memory);
+- ``chunked``: ``kan_linear_triton`` with ``EFFICIENT_KAN_STRATEGY=chunked`` (Triton expands the
+  input in slices of at most ``EFFICIENT_KAN_CHUNK_BYTES``, cuBLAS multiplies them);
 - ``torch``: ``kan_linear_reference`` (materialises the basis);
 - ``nn.Linear``: ``F.linear`` with an ``(out, in)`` weight and bias;
 - ``floor``: one dense product over the expanded width ``in * (grid_size + spline_order + 1)`` with
@@ -41,6 +44,7 @@ import re
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -58,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from efficient_kan import KAN  # noqa: E402
 from efficient_kan.bspline import bspline_basis, uniform_grid  # noqa: E402
 from efficient_kan.reference import kan_linear_reference  # noqa: E402
-from efficient_kan.triton_backend import kan_linear_triton  # noqa: E402
+from efficient_kan.triton_backend import choose_strategy, kan_linear_triton  # noqa: E402
 
 SHAPES = [  # (batch, in, out, grid_size)
     (64, 784, 64, 5),
@@ -70,7 +74,8 @@ SHAPES = [  # (batch, in, out, grid_size)
 ]
 PRECISIONS = ("fp32", "tf32", "bf16")
 MODES = ("fwd", "fwd+bwd")
-PROVIDERS = ("triton", "torch", "nn.Linear", "floor")
+PROVIDERS = ("fused", "chunked", "torch", "nn.Linear", "floor")
+TRITON_PROVIDERS = ("fused", "chunked")
 K = 3
 
 
@@ -133,7 +138,7 @@ def make_provider(name: str, batch: int, n_in: int, n_out: int, g: int, dev: tor
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen) * scale).to(dev)
 
-    if name in ("triton", "torch"):
+    if name in (*TRITON_PROVIDERS, "torch"):
         grid = uniform_grid(n_in, g, K, device=dev)
         x = rnd(batch, n_in).requires_grad_()
         params = [
@@ -142,7 +147,7 @@ def make_provider(name: str, batch: int, n_in: int, n_out: int, g: int, dev: tor
             rnd(n_out, n_in, scale=n_in**-0.5).requires_grad_(),  # spline_scaler
             rnd(n_out).requires_grad_(),  # bias
         ]
-        fn = kan_linear_triton if name == "triton" else kan_linear_reference
+        fn = kan_linear_reference if name == "torch" else kan_linear_triton
         return (lambda: fn(x, grid, *params, spline_order=K, base_activation="silu")), [x, *params]
     if name == "nn.Linear":
         x = rnd(batch, n_in).requires_grad_()
@@ -159,10 +164,30 @@ def make_provider(name: str, batch: int, n_in: int, n_out: int, g: int, dev: tor
     return (lambda: F.linear(a, w)), [a, w]
 
 
+def rel_error_vs_reference(call, params, gy: torch.Tensor, precision: str, dev: torch.device) -> float:
+    """Largest relative error (Frobenius norm) of the output and every gradient of a Triton
+    provider against the fp64 PyTorch reference on the same (random, non-zero) inputs."""
+    x, bw, sw, sc, b = params
+    with precision_ctx(precision, dev):
+        y = call()
+    got = [y.detach().double(), *(t.double() for t in torch.autograd.grad(y, params, gy.to(y.dtype)))]
+    grid = uniform_grid(x.shape[1], sw.shape[2] - K, K, device=dev)
+    ref_params = [t.detach().double().requires_grad_() for t in params]
+    y_ref = kan_linear_reference(ref_params[0], grid, *ref_params[1:], spline_order=K, base_activation="silu")
+    want = [y_ref.detach(), *torch.autograd.grad(y_ref, ref_params, gy.double())]
+    return max(float((a - e).norm() / e.norm().clamp_min(1e-30)) for a, e in zip(got, want, strict=True))
+
+
 def measure(provider: str, shape, precision: str, mode: str, dev: torch.device) -> dict:
     batch, n_in, n_out, g = shape
+    if provider in TRITON_PROVIDERS:
+        os.environ["EFFICIENT_KAN_STRATEGY"] = provider
     call, params = make_provider(provider, batch, n_in, n_out, g, dev)
     gy = torch.randn(batch, n_out, device=dev)
+    rel_err = None
+    if provider in TRITON_PROVIDERS and mode == "fwd+bwd" and batch * n_in * (g + K) <= 2**27:
+        # Correct first: the same call against the fp64 reference before it is timed.
+        rel_err = rel_error_vs_reference(call, params, gy, precision, dev)
 
     def step():
         with precision_ctx(precision, dev):
@@ -180,7 +205,9 @@ def measure(provider: str, shape, precision: str, mode: str, dev: torch.device) 
         for p in params:
             p.grad = None
     result["peak_extra_mib"] = peak_extra_mib(step, dev)
-
+    if rel_err is not None:
+        result["rel_err_vs_fp64"] = rel_err
+    os.environ.pop("EFFICIENT_KAN_STRATEGY", None)
     return result
 
 
@@ -211,6 +238,16 @@ def measure_training_step(kind: str, dev: torch.device, precision: str) -> dict:
 
 
 # ------------------------------------------------------------------------------- reporting
+def choose_strategy_for(shape) -> str:
+    """The strategy ``auto`` picks for a (batch, in, out, grid) shape with no override set."""
+    saved = os.environ.pop("EFFICIENT_KAN_STRATEGY", None)
+    try:
+        return choose_strategy(shape[0], shape[1], shape[2])
+    finally:
+        if saved is not None:
+            os.environ["EFFICIENT_KAN_STRATEGY"] = saved
+
+
 def shape_key(shape) -> str:
     return "x".join(str(v) for v in shape)
 
@@ -226,9 +263,15 @@ def write_markdown(path: Path, data: dict) -> None:
         "(max_memory_allocated during one iteration minus the allocation before it). "
         "floor = one dense product over the expanded width in*(G+K+1), expanded input in memory.",
         "",
-        "| batch x in x out x G | precision | mode | triton | torch | nn.Linear | floor "
-        "| triton/floor | triton/nn.Linear | MiB triton | MiB torch | MiB nn.Linear | MiB floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "fused / chunked: the two Triton strategies (EFFICIENT_KAN_STRATEGY); 'auto' is the one "
+        "`choose_strategy` picks for the shape; 'best' is the faster of the two. err: largest "
+        "relative error (Frobenius) of the output and every gradient against the fp64 reference, "
+        "checked before timing (fwd+bwd rows).",
+        "",
+        "| batch x in x out x G | precision | mode | fused | chunked | torch | nn.Linear | floor "
+        "| auto | best/floor | best/nn.Linear | err fused | err chunked "
+        "| MiB fused | MiB chunked | MiB torch | MiB nn.Linear | MiB floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = data["layer"]
     for shape in SHAPES:
@@ -239,26 +282,38 @@ def write_markdown(path: Path, data: dict) -> None:
                 if not any(r.values()):
                     continue
 
+                def ms(p, r=r):
+                    v = r[p]
+                    return v["median_ms"] if v and "median_ms" in v else None
+
                 def t(p, r=r):
                     v = r[p]
-                    if not v or "median_ms" not in v:
+                    if ms(p) is None:
                         return (v or {}).get("error", "-")[:40]
                     return f"{v['median_ms']:.3f} [{v['p20_ms']:.3f}, {v['p80_ms']:.3f}]"
 
-                def ratio(a, b, r=r):
-                    if r[a] and r[b] and "median_ms" in r[a] and "median_ms" in r[b]:
-                        return f"{r[a]['median_ms'] / r[b]['median_ms']:.2f}x"
-                    return "-"
+                timed = [p for p in TRITON_PROVIDERS if ms(p) is not None]
+                best = min(timed, key=ms) if timed else None
+
+                def ratio(b, best=best):
+                    return f"{ms(best) / ms(b):.2f}x ({best})" if best and ms(b) else "-"
 
                 def mem(p, r=r):
                     v = r[p]
                     return f"{v['peak_extra_mib']:.1f}" if v and v.get("peak_extra_mib") is not None else "-"
 
+                def err(p, r=r):
+                    v = r[p]
+                    return (
+                        f"{v['rel_err_vs_fp64']:.1e}" if v and v.get("rel_err_vs_fp64") is not None else "-"
+                    )
+
+                auto = choose_strategy_for(shape)
                 lines.append(
-                    f"| {shape_key(shape)} | {precision} | {mode} | {t('triton')} | {t('torch')} | "
-                    f"{t('nn.Linear')} | {t('floor')} | {ratio('triton', 'floor')} | "
-                    f"{ratio('triton', 'nn.Linear')} | {mem('triton')} | {mem('torch')} | "
-                    f"{mem('nn.Linear')} | {mem('floor')} |"
+                    f"| {shape_key(shape)} | {precision} | {mode} | {t('fused')} | {t('chunked')} | "
+                    f"{t('torch')} | {t('nn.Linear')} | {t('floor')} | {auto} | {ratio('floor')} | "
+                    f"{ratio('nn.Linear')} | {err('fused')} | {err('chunked')} | {mem('fused')} | "
+                    f"{mem('chunked')} | {mem('torch')} | {mem('nn.Linear')} | {mem('floor')} |"
                 )
     if data.get("training"):
         lines += [
@@ -289,9 +344,14 @@ def main() -> int:
         "--shapes", nargs="+", default=None, help="batch x in x out x grid, e.g. 4096x1024x1024x5"
     )
     ap.add_argument("--no-training", action="store_true", help="skip the KAN([784, 64, 10]) training step")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument(
+        "--out", default=None, help="results folder (default: benchmarks/results; --smoke: a temp dir)"
+    )
     ap.add_argument("--smoke", action="store_true", help="CPU: one tiny shape under the interpreter")
     args = ap.parse_args()
+    args.out_given = args.out is not None
+    if args.out is None:
+        args.out = str(Path(__file__).resolve().parent / "results")
 
     if not torch.cuda.is_available():
         print("bench_layer: GPU numbers need a CUDA GPU; none here, nothing measured.")
@@ -301,12 +361,25 @@ def main() -> int:
             "--smoke: one tiny shape on CPU (TRITON_INTERPRET=1) to check the script; timings are meaningless."
         )
         dev = torch.device("cpu")
+        data = {"meta": {"gpu_name": "CPU (smoke, interpreter)", "torch": torch.__version__, "triton": "-",
+                         "date": "-", "command": "--smoke"}, "layer": {}, "training": {}}  # fmt: skip
+        shape = (8, 16, 8, 5)
+        global SHAPES
+        SHAPES = [shape]
         for provider in PROVIDERS:
             for mode in MODES:
-                r = measure(provider, (8, 16, 8, 5), "fp32", mode, dev)
-                print(f"  {provider:10s} {mode:8s} {r['median_ms']:.2f} ms")
+                r = measure(provider, shape, "fp32", mode, dev)
+                data["layer"][f"{shape_key(shape)}|fp32|{mode}|{provider}"] = r
+                err = f", rel err {r['rel_err_vs_fp64']:.1e}" if "rel_err_vs_fp64" in r else ""
+                print(f"  {provider:10s} {mode:8s} {r['median_ms']:.2f} ms{err}")
         r = measure_training_step("torch", dev, "fp32")
+        data["training"]["KAN([784,64,10]) torch|fp32"] = r
         print(f"  KAN([784,64,10]) torch step {r['median_ms']:.2f} ms")
+        out = Path(args.out) if args.out_given else Path(tempfile.mkdtemp(prefix="bench_layer_smoke_"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_layer_smoke.json").write_text(json.dumps(data, indent=1))
+        write_markdown(out / "bench_layer_smoke.md", data)
+        print(f"  wrote {out / 'bench_layer_smoke.md'}")
         return 0
 
     dev = torch.device("cuda")

@@ -4,7 +4,7 @@
 # merged with earlier ones carried in benchmarks/results; copy them back into benchmarks/results/.
 #
 #   bash benchmarks/gpu_session.sh check                  # GPU + versions, all kernel tests incl. GPU-only
-#   bash benchmarks/gpu_session.sh bench bf16             # then tf32, fp32: bench_layer.py per precision
+#   bash benchmarks/gpu_session.sh bench bf16 [--shapes ...]  # then tf32, fp32: bench_layer.py per precision
 #   bash benchmarks/gpu_session.sh mnist fashion-mnist    # KAN vs MLP table (resumable; repeat until complete)
 #
 # Fashion-MNIST is not on the GPU machine: carry data/fashion-mnist (from `apt-get install
@@ -23,7 +23,7 @@ case "${1:-}" in
     ;;
   bench)
     cp benchmarks/results/bench_layer_nvidia*.json "$out"/ 2>/dev/null || true
-    python benchmarks/bench_layer.py --precisions "${2:?precision: fp32, tf32 or bf16}" --out "$out"
+    python benchmarks/bench_layer.py --precisions "${2:?precision: fp32, tf32 or bf16}" --out "$out" "${@:3}"
     ;;
   mnist)
     cp benchmarks/results/mnist_"${2:?dataset: mnist-5k or fashion-mnist}"_nvidia*.json "$out"/ 2>/dev/null || true

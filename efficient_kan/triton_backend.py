@@ -26,12 +26,15 @@ Fused base activations: ``"silu"`` and ``"identity"``; anything else raises here
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-from efficient_kan.kernels import kan_bwd_dw, kan_bwd_dx, kan_fwd
+from efficient_kan.kernels import chunked_bwd, chunked_fwd, kan_bwd_dw, kan_bwd_dx, kan_fwd
 from efficient_kan.kernels._config import interpreting
+from efficient_kan.kernels.kan_chunked import DEFAULT_CHUNK_BYTES
 
-__all__ = ["kan_linear_triton", "FUSED_ACTIVATION_CODES"]
+__all__ = ["kan_linear_triton", "choose_strategy", "FUSED_ACTIVATION_CODES", "STRATEGIES"]
 
 # Base activation name -> the kernels' ACT constexpr.
 FUSED_ACTIVATION_CODES = {"identity": 0, "silu": 1}
@@ -47,10 +50,55 @@ def _input_precision(dtype: torch.dtype) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Strategy: fused kernels, or the expanded input in bounded chunks feeding cuBLAS.
+
+STRATEGIES = ("auto", "fused", "chunked")
+
+
+def _setting(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def choose_strategy(batch: int, n_in: int, n_out: int) -> str:
+    """``"fused"`` or ``"chunked"`` for one call, from ``EFFICIENT_KAN_STRATEGY`` (``auto``,
+    ``fused``, ``chunked``; read per call) and, under ``auto``, the shape.
+
+    Both compute the same function to rounding. ``fused`` (``kan_fwd``/``kan_bwd``: one launch
+    forward, two backward, the basis only in registers) suits small, launch-bound calls; ``chunked``
+    (``kan_chunked``: Triton writes the expanded input in slices of at most
+    ``EFFICIENT_KAN_CHUNK_BYTES``, default 32 MiB, and cuBLAS multiplies them) suits large ones,
+    where the fused kernels' per-tile basis work, not the product, sets the time. The ``auto``
+    threshold (batch >= 1024 and out >= 128) is a first guess, to be set from
+    ``benchmarks/bench_layer.py``, which times both.
+    """
+    chosen = _setting("EFFICIENT_KAN_STRATEGY", "auto")
+    if chosen not in STRATEGIES:
+        raise ValueError(f"EFFICIENT_KAN_STRATEGY must be one of {STRATEGIES}, got {chosen!r}")
+    if chosen != "auto":
+        return chosen
+    return "chunked" if batch >= 1024 and n_out >= 128 else "fused"
+
+
+def _chunk_bytes() -> int:
+    raw = _setting("EFFICIENT_KAN_CHUNK_BYTES", str(DEFAULT_CHUNK_BYTES))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"EFFICIENT_KAN_CHUNK_BYTES must be a positive integer (bytes), got {raw!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
 # The implementation both paths share.
 
 
 def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
+    if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0]) == "chunked":
+        return chunked_fwd(
+            x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _chunk_bytes()
+        )
     return kan_fwd(
         x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _input_precision(x.dtype)
     )
@@ -61,6 +109,11 @@ def _backward_impl(
 ):
     """``(dx or None, d_base_weight, d_spline_weight, d_scaler)``; the weight gradients are in the
     accumulator dtype (None when not needed), ``dx`` in ``x.dtype``."""
+    if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0]) == "chunked":
+        return chunked_bwd(
+            grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act,
+            need_dx, need_dw, _chunk_bytes(),
+        )  # fmt: skip
     prec = _input_precision(x.dtype)
     dx = None
     if need_dx:

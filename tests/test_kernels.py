@@ -2,6 +2,7 @@
 
 On CPU the kernels run under ``TRITON_INTERPRET=1`` (tests/conftest.py sets it), so shapes stay
 small (every grid is a handful of programs; the interpreter costs ~1 ms per op per program).
+Every test runs twice, once per Triton strategy (fused kernels; chunked expansion + cuBLAS).
 The interpreter's ``tl.dot`` is numpy matmul: fp64 runs in fp64, which lets most cases check the
 maths to ~1e-12; fp32 cases use the fp32 tolerance (1e-5 relative). bf16/fp16/TF32 and the
 64-bit-offset case need a GPU (``@pytest.mark.gpu``): the interpreter's bf16 is not trustworthy.
@@ -23,6 +24,16 @@ from efficient_kan.triton_backend import _input_precision, kan_linear_triton
 from .utils import assert_close
 
 TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
+
+
+@pytest.fixture(autouse=True, params=["fused", "chunked"])
+def strategy(request, monkeypatch):
+    """Every test runs on both Triton strategies (``choose_strategy``). On CPU the chunk budget is
+    a few KiB, so the chunked strategy splits even these small cases into several chunks."""
+    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", request.param)
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("EFFICIENT_KAN_CHUNK_BYTES", "6000")
+    return request.param
 
 
 def _device() -> str:
@@ -359,16 +370,30 @@ import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from efficient_kan.kernels import _config
+from efficient_kan.kernels import _config, kan_chunked
 from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel
 from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel
 
 fp32_ptrs = ("g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr")
-for kind, fn in (("fwd", _kan_fwd_kernel), ("dx", _kan_bwd_dx_kernel), ("dw", _kan_bwd_dw_kernel)):
-    cfg = _config._configs_gpu(kind, 0, False)[0]
-    consts = dict(K=3, NK=12, NB=8, P=8, LOG_NK=4, ACT=1, HAS_SCALER=True, HAS_BIAS=True)
-    consts.update(CDT=triton.language.float32, PRECISION="ieee", **cfg.kwargs)
-    consts = {n: v for n, v in consts.items() if n in fn.arg_names}
+consts0 = dict(K=3, NK=12, NB=8, ACT=1, HAS_SCALER=True, HAS_BIAS=True, CDT=triton.language.float32)
+if sys.argv[1] == "fused":
+    kernels = []
+    for kind, fn in (("fwd", _kan_fwd_kernel), ("dx", _kan_bwd_dx_kernel), ("dw", _kan_bwd_dw_kernel)):
+        cfg = _config._configs_gpu(kind, 0, False)[0]
+        extra = dict(P=8, LOG_NK=4, PRECISION="ieee", **cfg.kwargs)
+        kernels.append((kind, fn, extra, cfg.num_warps, cfg.num_stages))
+else:
+    bm, bi, warps = kan_chunked._tile_blocks(16)
+    wi, wo = kan_chunked._weight_blocks()
+    tile = dict(P=16, LOG_NK=4, BLOCK_M=bm, BLOCK_I=bi)
+    kernels = [
+        ("expand", kan_chunked._kan_expand_kernel, tile, warps, 1),
+        ("dx_reduce", kan_chunked._kan_dx_reduce_kernel, tile, warps, 1),
+        ("pack", kan_chunked._kan_pack_kernel, dict(BLOCK_I=wi, BLOCK_O=wo), 4, 1),
+        ("unpack", kan_chunked._kan_unpack_kernel, dict(BLOCK_I=wi, BLOCK_O=wo), 4, 1),
+    ]
+for kind, fn, extra, num_warps, num_stages in kernels:
+    consts = {n: v for n, v in {**consts0, **extra}.items() if n in fn.arg_names}
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -377,18 +402,18 @@ for kind, fn in (("fwd", _kan_fwd_kernel), ("dx", _kan_bwd_dx_kernel), ("dw", _k
             sig[name] = "*fp32" if name in fp32_ptrs else "*bf16"
         else:
             sig[name] = "i64" if name.startswith("stride") else "i32"
-    opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    opts = {"num_warps": num_warps, "num_stages": num_stages}
     compiled = triton.compile(ASTSource(fn, sig, constexprs=consts), target=GPUTarget("cuda", 90, 32), options=opts)
     shared = compiled.metadata.shared
-    print(kind, "shared", shared)
+    print(kind, "shared", shared, "registers", getattr(compiled, "n_regs", "?"), "spills", getattr(compiled, "n_spills", "?"))
     assert shared <= 227 * 1024, (kind, shared)
 """
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_sm90():
-    """Ahead-of-time compile of the three kernels (default config, bf16) for sm_90, with no GPU:
-    Triton frontend to cubin with the bundled ptxas, in a subprocess without TRITON_INTERPRET.
+def test_kernels_compile_for_sm90(strategy):
+    """Ahead-of-time compile of each strategy's kernels (default config, bf16) for sm_90, with no
+    GPU: Triton frontend to cubin with the bundled ptxas, in a subprocess without TRITON_INTERPRET.
 
     The interpreter runs kernels as Python and accepts code the GPU compiler rejects; this catches
     that, and checks the default configs fit the H100's 227 KiB of shared memory.
@@ -402,6 +427,6 @@ def test_kernels_compile_for_sm90():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _AOT_SCRIPT, strategy], env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]

@@ -1,0 +1,412 @@
+"""The chunked strategy: Triton writes the expanded input a slice at a time, cuBLAS multiplies it.
+
+The fused kernels (``kan_fwd``, ``kan_bwd``) rebuild the basis for every ``BLOCK_N`` slice of the
+output, in series with the tensor cores. At large batch and width that prologue, not the product,
+sets the time. This strategy moves the product to cuBLAS and keeps the basis out of memory in all
+but one bounded slice:
+
+- forward, in chunks of rows: ``_kan_expand_kernel`` writes ``A = [B(x) | act(x)]`` for the rows of
+  one chunk into a reused buffer (compute dtype, at most ``chunk_bytes``), then one ``addmm`` with
+  the packed weight gives those rows of ``y``;
+- backward, in chunks of input features (so nothing is accumulated across chunks): for each slice
+  of features, ``A`` of the slice for the whole batch, ``dWpacked[slice] = A^T @ dY`` into its rows
+  of the packed gradient, then ``dA = dY @ Wpacked[slice]^T`` into the same buffer and
+  ``_kan_dx_reduce_kernel`` reduces it with the basis derivatives into ``dX[:, slice]``.
+
+The packed weight is ``Wt`` of shape ``(I * (NB + 1), O)``: row ``i * (NB + 1) + j`` holds
+``spline_weight[:, i, j] * spline_scaler[:, i]`` for ``j < NB`` and ``base_weight[:, i]`` for
+``j = NB``, so a slice of features is a contiguous block of rows. ``_kan_pack_kernel`` builds it per
+call (in fp32, then cast once to the operand dtype, like the reference's product) and
+``_kan_unpack_kernel`` turns its gradient into the parameter gradients. Neither is saved for
+backward: autograd keeps ``x`` and the parameters only.
+
+Precision is the products' own: ``torch.mm`` honours PyTorch's fp32 matmul setting (IEEE unless
+TF32 is allowed), accumulates bf16/fp16 in fp32 and rounds each output once, like ``nn.Linear``.
+Knot arithmetic is fp32 (fp64 for fp64 inputs) in the Triton kernels, as in the fused ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._basis import _act, _act_grad, _basis_tile
+from ._config import interpreting, next_pow2
+from .kan_fwd import compute_tl_dtype
+
+__all__ = ["chunked_fwd", "chunked_bwd", "DEFAULT_CHUNK_BYTES"]
+
+# Bound on the one transient buffer (rows or feature slices of the expanded input).
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+
+
+@triton.jit
+def _kan_expand_kernel(
+    x_ptr,
+    g_ptr,
+    a_ptr,
+    M,
+    I,
+    stride_xm,
+    stride_xi,
+    stride_gi,
+    stride_gt,
+    stride_am,
+    K: tl.constexpr,
+    NK: tl.constexpr,
+    NB: tl.constexpr,
+    P: tl.constexpr,
+    LOG_NK: tl.constexpr,
+    ACT: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
+    """``A[m, i * (NB + 1) + j]``: ``B_j(x[m, i])`` for ``j < NB``, ``act(x[m, i])`` for ``j = NB``.
+
+    ``P = next_pow2(NB + 1)`` register lanes per feature; lanes past ``NB`` are not stored.
+    """
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_i = tl.program_id(1).to(tl.int64)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_ok = rm < M
+    i_ok = ri < I
+    x = tl.load(
+        x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
+        mask=m_ok[:, None] & i_ok[None, :],
+        other=0.0,
+    ).to(CDT)
+    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
+    jj = tl.arange(0, P)[None, None, :]
+    tile = tl.where(jj == NB, _act(x, ACT)[:, :, None], basis)
+    col = ri[None, :, None] * (NB + 1) + jj
+    mask = m_ok[:, None, None] & i_ok[None, :, None] & (jj <= NB)
+    tl.store(a_ptr + rm[:, None, None] * stride_am + col, tile.to(a_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _kan_dx_reduce_kernel(
+    da_ptr,
+    x_ptr,
+    g_ptr,
+    dx_ptr,
+    M,
+    I,
+    stride_dam,
+    stride_xm,
+    stride_xi,
+    stride_gi,
+    stride_gt,
+    stride_dxm,
+    stride_dxi,
+    K: tl.constexpr,
+    NK: tl.constexpr,
+    NB: tl.constexpr,
+    P: tl.constexpr,
+    LOG_NK: tl.constexpr,
+    ACT: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+):
+    """``dX[m, i] = sum_j B'_j(x) dA[m, i*(NB+1) + j] + act'(x) dA[m, i*(NB+1) + NB]``."""
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_i = tl.program_id(1).to(tl.int64)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    m_ok = rm < M
+    i_ok = ri < I
+    mask2 = m_ok[:, None] & i_ok[None, :]
+    x = tl.load(x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi, mask=mask2, other=0.0).to(CDT)
+    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    der = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, True)
+    jj = tl.arange(0, P)[None, None, :]
+    coef = tl.where(jj == NB, _act_grad(x, ACT)[:, :, None], der)
+    col = ri[None, :, None] * (NB + 1) + jj
+    mask = m_ok[:, None, None] & i_ok[None, :, None] & (jj <= NB)
+    da = tl.load(da_ptr + rm[:, None, None] * stride_dam + col, mask=mask, other=0.0).to(CDT)
+    dx = tl.sum(coef * da, axis=2)
+    tl.store(
+        dx_ptr + rm[:, None] * stride_dxm + ri[None, :] * stride_dxi,
+        dx.to(dx_ptr.dtype.element_ty),
+        mask=mask2,
+    )
+
+
+@triton.jit
+def _kan_pack_kernel(
+    sw_ptr,
+    sc_ptr,
+    bw_ptr,
+    wt_ptr,
+    I,
+    O,
+    stride_swo,
+    stride_swi,
+    stride_swj,
+    stride_sco,
+    stride_sci,
+    stride_bwo,
+    stride_bwi,
+    NB: tl.constexpr,
+    HAS_SCALER: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+):
+    """``Wt[i*(NB+1) + j, o] = spline_weight[o, i, j] * scaler[o, i]``; ``Wt[i*(NB+1) + NB, o] =
+    base_weight[o, i]``. The product is formed in ``CDT`` and rounded once to ``Wt``'s dtype."""
+    ri = tl.program_id(0).to(tl.int64) * BLOCK_I + tl.arange(0, BLOCK_I)
+    ro = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask = (ri < I)[:, None] & (ro < O)[None, :]
+    out_rows = wt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
+    src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
+    if HAS_SCALER:
+        sc = tl.load(sc_ptr + ro[None, :] * stride_sco + ri[:, None] * stride_sci, mask=mask, other=0.0).to(
+            CDT
+        )
+    for j in range(NB):
+        w = tl.load(src + j * stride_swj, mask=mask, other=0.0).to(CDT)
+        if HAS_SCALER:
+            w = w * sc
+        tl.store(out_rows + j * O, w.to(wt_ptr.dtype.element_ty), mask=mask)
+    wb = tl.load(bw_ptr + ro[None, :] * stride_bwo + ri[:, None] * stride_bwi, mask=mask, other=0.0)
+    tl.store(out_rows + NB * O, wb.to(wt_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _kan_unpack_kernel(
+    dwt_ptr,
+    sw_ptr,
+    sc_ptr,
+    dsw_ptr,
+    dsc_ptr,
+    dbw_ptr,
+    I,
+    O,
+    stride_swo,
+    stride_swi,
+    stride_swj,
+    stride_sco,
+    stride_sci,
+    NB: tl.constexpr,
+    HAS_SCALER: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+):
+    """Parameter gradients from ``dWt`` (layout of ``Wt``), in ``CDT``, into contiguous outputs:
+    ``d spline_weight = dWt * scaler``, ``d scaler = sum_j dWt * spline_weight``, ``d base = dWt[NB]``."""
+    ri = tl.program_id(0).to(tl.int64) * BLOCK_I + tl.arange(0, BLOCK_I)
+    ro = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask = (ri < I)[:, None] & (ro < O)[None, :]
+    g_rows = dwt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
+    w_src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
+    dsw_dst = dsw_ptr + ro[None, :] * (I * NB) + ri[:, None] * NB
+    oi = ro[None, :] * I + ri[:, None]  # (o, i) in the contiguous (O, I) outputs
+    if HAS_SCALER:
+        sc = tl.load(sc_ptr + ro[None, :] * stride_sco + ri[:, None] * stride_sci, mask=mask, other=0.0).to(
+            CDT
+        )
+        dsc = tl.zeros((BLOCK_I, BLOCK_O), dtype=CDT)
+    for j in range(NB):
+        g = tl.load(g_rows + j * O, mask=mask, other=0.0).to(CDT)
+        if HAS_SCALER:
+            dsc += g * tl.load(w_src + j * stride_swj, mask=mask, other=0.0).to(CDT)
+            g = g * sc
+        tl.store(dsw_dst + j, g.to(dsw_ptr.dtype.element_ty), mask=mask)
+    if HAS_SCALER:
+        tl.store(dsc_ptr + oi, dsc.to(dsc_ptr.dtype.element_ty), mask=mask)
+    gb = tl.load(g_rows + NB * O, mask=mask, other=0.0).to(CDT)
+    tl.store(dbw_ptr + oi, gb.to(dbw_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers.
+
+
+def _geometry(grid: torch.Tensor, spline_order: int) -> tuple[int, int, int, int]:
+    """``(NK, NB, P, LOG_NK)``: knots, bases per feature, register lanes (``NB + 1`` padded)."""
+    nk = grid.shape[1]
+    nb = nk - 1 - spline_order
+    return nk, nb, next_pow2(nb + 1), max(1, (nk - 1).bit_length())
+
+
+def _tile_blocks(p: int) -> tuple[int, int, int]:
+    """``(BLOCK_M, BLOCK_I, num_warps)`` for the elementwise kernels: about 8K lanes per program
+    on a GPU; small under the interpreter so CPU tests cross block edges."""
+    if interpreting():
+        return 16, max(1, 64 // p), 4
+    return 32, max(1, 256 // p), 4
+
+
+def _expand(x: torch.Tensor, grid: torch.Tensor, out: torch.Tensor, spline_order: int, act: int) -> None:
+    """Write ``A(x)`` (``x`` is ``(M, I)``, ``grid`` its ``(I, NK)`` knots) into ``out`` ``(M, I*(NB+1))``."""
+    m, n_in = x.shape
+    nk, nb, p, log_nk = _geometry(grid, spline_order)
+    bm, bi, warps = _tile_blocks(p)
+    _kan_expand_kernel[(triton.cdiv(m, bm), triton.cdiv(n_in, bi))](
+        x, grid, out, m, n_in, x.stride(0), x.stride(1), grid.stride(0), grid.stride(1), out.stride(0),
+        K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act, CDT=compute_tl_dtype(x.dtype),
+        BLOCK_M=bm, BLOCK_I=bi, num_warps=warps,
+    )  # fmt: skip
+
+
+def _dx_reduce(
+    da: torch.Tensor, x: torch.Tensor, grid: torch.Tensor, dx: torch.Tensor, spline_order: int, act: int
+) -> None:
+    m, n_in = x.shape
+    nk, nb, p, log_nk = _geometry(grid, spline_order)
+    bm, bi, warps = _tile_blocks(p)
+    _kan_dx_reduce_kernel[(triton.cdiv(m, bm), triton.cdiv(n_in, bi))](
+        da, x, grid, dx, m, n_in, da.stride(0), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
+        dx.stride(0), dx.stride(1),
+        K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act, CDT=compute_tl_dtype(x.dtype),
+        BLOCK_M=bm, BLOCK_I=bi, num_warps=warps,
+    )  # fmt: skip
+
+
+def _weight_blocks() -> tuple[int, int]:
+    return (4, 16) if interpreting() else (8, 128)
+
+
+def _sc_strides(spline_scaler: torch.Tensor | None) -> tuple[int, int]:
+    return (spline_scaler.stride(0), spline_scaler.stride(1)) if spline_scaler is not None else (0, 0)
+
+
+def pack_weights(
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``Wt`` ``(I * (NB + 1), O)`` in ``dtype`` (see the module docstring for the layout)."""
+    n_out, n_in, nb = spline_weight.shape
+    wt = torch.empty((n_in * (nb + 1), n_out), device=spline_weight.device, dtype=dtype)
+    if wt.numel() == 0:
+        return wt
+    bi, bo = _weight_blocks()
+    sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
+    acc = torch.float64 if torch.float64 in (dtype, spline_weight.dtype) else torch.float32
+    _kan_pack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
+        spline_weight, sc, base_weight, wt, n_in, n_out,
+        *spline_weight.stride(), *_sc_strides(spline_scaler), base_weight.stride(0), base_weight.stride(1),
+        NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(acc), BLOCK_I=bi, BLOCK_O=bo,
+    )  # fmt: skip
+    return wt
+
+
+def _unpack_grads(
+    dwt: torch.Tensor, spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None, acc: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    n_out, n_in, nb = spline_weight.shape
+    dev = spline_weight.device
+    dbw = torch.empty((n_out, n_in), device=dev, dtype=acc)
+    dsw = torch.empty((n_out, n_in, nb), device=dev, dtype=acc)
+    dsc = torch.empty((n_out, n_in), device=dev, dtype=acc) if spline_scaler is not None else None
+    bi, bo = _weight_blocks()
+    sc = spline_scaler if spline_scaler is not None else spline_weight
+    _kan_unpack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
+        dwt, spline_weight, sc, dsw, dsc if dsc is not None else dsw, dbw, n_in, n_out,
+        *spline_weight.stride(), *_sc_strides(spline_scaler),
+        NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(acc), BLOCK_I=bi, BLOCK_O=bo,
+    )  # fmt: skip
+    return dbw, dsw, dsc
+
+
+def chunked_fwd(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    spline_order: int,
+    act: int,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> torch.Tensor:
+    """Forward of the chunked strategy; same contract as ``kan_fwd`` (``x`` is ``(M, I)`` in the
+    operand dtype, ``y`` is ``(M, O)`` in that dtype). The products run with autocast disabled:
+    the operands already have the dtype autocast chose."""
+    m, n_in = x.shape
+    n_out, _, nb = spline_weight.shape
+    y = torch.empty((m, n_out), device=x.device, dtype=x.dtype)
+    if m == 0 or n_out == 0:
+        return y
+    if n_in == 0:
+        return y.copy_(bias.to(x.dtype).expand(m, n_out)) if bias is not None else y.zero_()
+    width = n_in * (nb + 1)
+    wt = pack_weights(base_weight, spline_weight, spline_scaler, x.dtype)
+    b = bias.to(x.dtype) if bias is not None else None
+    rows = max(1, min(m, chunk_bytes // (width * x.element_size())))
+    buf = torch.empty(rows * width, device=x.device, dtype=x.dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        for r0 in range(0, m, rows):
+            r1 = min(m, r0 + rows)
+            a = buf[: (r1 - r0) * width].view(r1 - r0, width)
+            _expand(x[r0:r1], grid, a, spline_order, act)
+            if b is not None:
+                torch.addmm(b, a, wt, out=y[r0:r1])
+            else:
+                torch.mm(a, wt, out=y[r0:r1])
+    return y
+
+
+def chunked_bwd(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    spline_order: int,
+    act: int,
+    need_dx: bool,
+    need_dw: bool,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Backward of the chunked strategy: ``(dx, d_base_weight, d_spline_weight, d_scaler)``, like
+    ``kan_bwd_dx`` + ``kan_bwd_dw`` (weight gradients in the accumulator dtype, None when not
+    needed; ``dx`` in ``x.dtype``). Under autocast the packed weight gradient is rounded once to
+    the operand dtype by its product, as ``nn.Linear``'s weight gradient is."""
+    m, n_in = x.shape
+    n_out, _, nb = spline_weight.shape
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dev = x.device
+    dx = torch.empty((m, n_in), device=dev, dtype=x.dtype) if need_dx else None
+    if m == 0 or n_out == 0 or n_in == 0 or not (need_dx or need_dw):
+        # Nothing to multiply: the gradients are zero (dx is empty or all zero as well).
+        if dx is not None:
+            dx.zero_()
+        if not need_dw:
+            return dx, None, None, None
+        dsc = torch.zeros((n_out, n_in), device=dev, dtype=acc) if spline_scaler is not None else None
+        return (
+            dx,
+            torch.zeros((n_out, n_in), device=dev, dtype=acc),
+            torch.zeros((n_out, n_in, nb), device=dev, dtype=acc),
+            dsc,
+        )
+
+    dy = grad_y.to(x.dtype)
+    wt = pack_weights(base_weight, spline_weight, spline_scaler, x.dtype) if need_dx else None
+    dwt = torch.empty((n_in * (nb + 1), n_out), device=dev, dtype=x.dtype) if need_dw else None
+    feats = max(1, min(n_in, chunk_bytes // (m * (nb + 1) * x.element_size())))
+    buf = torch.empty(m * feats * (nb + 1), device=dev, dtype=x.dtype)
+    with torch.autocast(dev.type, enabled=False):
+        for f0 in range(0, n_in, feats):
+            f1 = min(n_in, f0 + feats)
+            c0, c1 = f0 * (nb + 1), f1 * (nb + 1)
+            a = buf[: m * (c1 - c0)].view(m, c1 - c0)
+            if need_dw:
+                _expand(x[:, f0:f1], grid[f0:f1], a, spline_order, act)
+                torch.mm(a.t(), dy, out=dwt[c0:c1])
+            if need_dx:
+                torch.mm(dy, wt[c0:c1].t(), out=a)  # dA for this slice, reusing the buffer
+                _dx_reduce(a, x[:, f0:f1], grid[f0:f1], dx[:, f0:f1], spline_order, act)
+    if not need_dw:
+        return dx, None, None, None
+    return (dx, *_unpack_grads(dwt, spline_weight, spline_scaler, acc))
