@@ -59,7 +59,7 @@ def _setting(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
-def choose_strategy(batch: int, n_in: int, n_out: int) -> str:
+def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> str:
     """``"fused"`` or ``"chunked"`` for one call, from ``EFFICIENT_KAN_STRATEGY`` (``auto``,
     ``fused``, ``chunked``; read per call) and, under ``auto``, the shape.
 
@@ -69,13 +69,16 @@ def choose_strategy(batch: int, n_in: int, n_out: int) -> str:
     ``EFFICIENT_KAN_CHUNK_BYTES``, default 32 MiB, and cuBLAS multiplies them) suits large ones,
     where the fused kernels' per-tile basis work, not the product, sets the time. The ``auto``
     threshold (batch >= 1024 and out >= 128) is a first guess, to be set from
-    ``benchmarks/bench_layer.py``, which times both.
+    ``benchmarks/bench_layer.py``, which times both. fp64 always takes ``chunked`` under ``auto``:
+    its products then run in cuBLAS's fp64 GEMM rather than Triton's fp64 ``tl.dot``.
     """
     chosen = _setting("EFFICIENT_KAN_STRATEGY", "auto")
     if chosen not in STRATEGIES:
         raise ValueError(f"EFFICIENT_KAN_STRATEGY must be one of {STRATEGIES}, got {chosen!r}")
     if chosen != "auto":
         return chosen
+    if dtype == torch.float64:
+        return "chunked"
     return "chunked" if batch >= 1024 and n_out >= 128 else "fused"
 
 
@@ -95,7 +98,7 @@ def _chunk_bytes() -> int:
 
 
 def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
-    if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0]) == "chunked":
+    if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
         return chunked_fwd(
             x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _chunk_bytes()
         )
@@ -109,7 +112,7 @@ def _backward_impl(
 ):
     """``(dx or None, d_base_weight, d_spline_weight, d_scaler)``; the weight gradients are in the
     accumulator dtype (None when not needed), ``dx`` in ``x.dtype``."""
-    if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0]) == "chunked":
+    if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
         return chunked_bwd(
             grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act,
             need_dx, need_dw, _chunk_bytes(),

@@ -202,6 +202,25 @@ def test_dispatch_and_errors():
         kan_linear_triton(*args, spline_order=2, base_activation="silu")
 
 
+def test_choose_strategy_and_settings(monkeypatch):
+    from efficient_kan.triton_backend import choose_strategy
+
+    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", "auto")
+    assert choose_strategy(64, 784, 64) == "fused"  # launch-bound: fewest launches
+    assert choose_strategy(4096, 1024, 1024) == "chunked"
+    assert choose_strategy(64, 8, 8, torch.float64) == "chunked"  # fp64 products in cuBLAS
+    x, grid, params = make_case(3, 2, 2, 5, 3)
+    args = (x, grid, *params.values())
+    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", "fast")
+    with pytest.raises(ValueError, match="EFFICIENT_KAN_STRATEGY must be one of"):
+        kan_linear_triton(*args, spline_order=3, base_activation="silu")
+    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", "chunked")
+    for bad in ("0", "-5", "16MiB"):
+        monkeypatch.setenv("EFFICIENT_KAN_CHUNK_BYTES", bad)
+        with pytest.raises(ValueError, match="EFFICIENT_KAN_CHUNK_BYTES must be a positive integer"):
+            kan_linear_triton(*args, spline_order=3, base_activation="silu")
+
+
 def test_fp32_matmul_precision_policy():
     old = torch.get_float32_matmul_precision()
     try:
