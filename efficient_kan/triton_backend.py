@@ -34,7 +34,14 @@ from efficient_kan.kernels import chunked_bwd, chunked_fwd, kan_bwd_dw, kan_bwd_
 from efficient_kan.kernels._config import interpreting
 from efficient_kan.kernels.kan_chunked import DEFAULT_CHUNK_BYTES
 
-__all__ = ["kan_linear_triton", "choose_strategy", "FUSED_ACTIVATION_CODES", "STRATEGIES"]
+__all__ = [
+    "kan_linear_triton",
+    "choose_strategy",
+    "set_strategy",
+    "set_chunk_bytes",
+    "FUSED_ACTIVATION_CODES",
+    "STRATEGIES",
+]
 
 # Base activation name -> the kernels' ACT constexpr.
 FUSED_ACTIVATION_CODES = {"identity": 0, "silu": 1}
@@ -55,42 +62,81 @@ def _input_precision(dtype: torch.dtype) -> str:
 STRATEGIES = ("auto", "fused", "chunked")
 
 
-def _setting(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
+def _check_strategy(name: object) -> str:
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy (EFFICIENT_KAN_STRATEGY) must be one of {STRATEGIES}, got {name!r}")
+    return name  # type: ignore[return-value]
+
+
+def _check_chunk_bytes(value: object) -> int:
+    try:
+        n = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or (isinstance(value, float) and value != n):
+        raise ValueError(
+            f"chunk_bytes (EFFICIENT_KAN_CHUNK_BYTES) must be a positive integer (bytes), got {value!r}"
+        )
+    return n
+
+
+class _Settings:
+    """Process-wide choices of the Triton path. Read from the environment once, at import (so a
+    call costs no environment lookups), changed at runtime with :func:`set_strategy` and
+    :func:`set_chunk_bytes`. An invalid environment value raises at the first Triton call."""
+
+    def __init__(self) -> None:
+        self.strategy = os.environ.get("EFFICIENT_KAN_STRATEGY", "").strip() or "auto"
+        self.chunk_bytes: object = (
+            os.environ.get("EFFICIENT_KAN_CHUNK_BYTES", "").strip() or DEFAULT_CHUNK_BYTES
+        )
+        self.checked = False
+
+    def check(self) -> None:
+        if not self.checked:
+            self.strategy = _check_strategy(self.strategy)
+            self.chunk_bytes = _check_chunk_bytes(self.chunk_bytes)
+            self.checked = True
+
+
+_settings = _Settings()
+
+
+def set_strategy(strategy: str) -> str:
+    """Set the Triton strategy for later calls (``"auto"``, ``"fused"`` or ``"chunked"``; the
+    default comes from ``EFFICIENT_KAN_STRATEGY``, else ``"auto"``). Returns the previous one."""
+    _settings.check()
+    previous, _settings.strategy = _settings.strategy, _check_strategy(strategy)
+    return previous
+
+
+def set_chunk_bytes(chunk_bytes: int) -> int:
+    """Set the chunked strategy's buffer bound in bytes (default ``EFFICIENT_KAN_CHUNK_BYTES``, else
+    32 MiB). Returns the previous value."""
+    _settings.check()
+    previous, _settings.chunk_bytes = _settings.chunk_bytes, _check_chunk_bytes(chunk_bytes)
+    return previous  # type: ignore[return-value]
 
 
 def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> str:
-    """``"fused"`` or ``"chunked"`` for one call, from ``EFFICIENT_KAN_STRATEGY`` (``auto``,
-    ``fused``, ``chunked``; read per call) and, under ``auto``, the shape.
+    """``"fused"`` or ``"chunked"`` for one call: the setting (:func:`set_strategy`,
+    ``EFFICIENT_KAN_STRATEGY``) and, when it is ``"auto"``, the shape.
 
     Both compute the same function to rounding. ``fused`` (``kan_fwd``/``kan_bwd``: one launch
     forward, two backward, the basis only in registers) suits small, launch-bound calls; ``chunked``
-    (``kan_chunked``: Triton writes the expanded input in slices of at most
-    ``EFFICIENT_KAN_CHUNK_BYTES``, default 32 MiB, and cuBLAS multiplies them) suits large ones,
-    where the fused kernels' per-tile basis work, not the product, sets the time. The ``auto``
-    threshold (batch >= 1024 and out >= 128) is a first guess, to be set from
-    ``benchmarks/bench_layer.py``, which times both. fp64 always takes ``chunked`` under ``auto``:
-    its products then run in cuBLAS's fp64 GEMM rather than Triton's fp64 ``tl.dot``.
+    (``kan_chunked``: Triton writes the expanded input in slices of at most ``chunk_bytes``, cuBLAS
+    multiplies them) suits large ones, where the fused kernels' per-tile basis work, not the
+    product, sets the time. The ``auto`` threshold (batch >= 1024 and out >= 128) is a first guess,
+    to be set from ``benchmarks/bench_layer.py``, which times both. fp64 always takes ``chunked``
+    under ``auto``: its products then run in cuBLAS's fp64 GEMM rather than Triton's fp64 ``tl.dot``.
     """
-    chosen = _setting("EFFICIENT_KAN_STRATEGY", "auto")
-    if chosen not in STRATEGIES:
-        raise ValueError(f"EFFICIENT_KAN_STRATEGY must be one of {STRATEGIES}, got {chosen!r}")
+    _settings.check()
+    chosen = _settings.strategy
     if chosen != "auto":
         return chosen
     if dtype == torch.float64:
         return "chunked"
     return "chunked" if batch >= 1024 and n_out >= 128 else "fused"
-
-
-def _chunk_bytes() -> int:
-    raw = _setting("EFFICIENT_KAN_CHUNK_BYTES", str(DEFAULT_CHUNK_BYTES))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"EFFICIENT_KAN_CHUNK_BYTES must be a positive integer (bytes), got {raw!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +146,7 @@ def _chunk_bytes() -> int:
 def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
     if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
         return chunked_fwd(
-            x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _chunk_bytes()
+            x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _settings.chunk_bytes
         )
     return kan_fwd(
         x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _input_precision(x.dtype)
@@ -108,28 +154,36 @@ def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spli
 
 
 def _backward_impl(
-    grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw
+    grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw, need_db
 ):
-    """``(dx or None, d_base_weight, d_spline_weight, d_scaler)``; the weight gradients are in the
-    accumulator dtype (None when not needed), ``dx`` in ``x.dtype``."""
+    """``(dx, d_base_weight, d_spline_weight, d_scaler, d_bias)``, each None when not needed (and
+    ``d_scaler`` when there is no scaler); weight and bias gradients in the accumulator dtype,
+    ``dx`` in ``x.dtype``."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
-        return chunked_bwd(
+        dx, dbw, dsw, dsc = chunked_bwd(
             grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act,
-            need_dx, need_dw, _chunk_bytes(),
+            need_dx, need_dw, _settings.chunk_bytes,
         )  # fmt: skip
+        return dx, dbw, dsw, dsc, grad_y.sum(0, dtype=acc) if need_db else None
     prec = _input_precision(x.dtype)
-    dx = None
+    dx = dbw = dsw = dsc = db = None
     if need_dx:
         dx = kan_bwd_dx(grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, prec)
-    dbw = dsw = dsc = None
-    if need_dw:
-        dbw, dsw, dsc = kan_bwd_dw(grad_y, x, grid, spline_weight, spline_scaler, spline_order, act, prec)
-    return dx, dbw, dsw, dsc
+    if need_dw:  # the weight-gradient kernel sums the bias gradient too
+        dbw, dsw, dsc, db = kan_bwd_dw(
+            grad_y, x, grid, spline_weight, spline_scaler, spline_order, act, prec, need_db
+        )
+    elif need_db:
+        db = grad_y.sum(0, dtype=acc)
+    return dx, dbw, dsw, dsc, db
 
 
-def _bias_grad(grad_y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    acc = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
-    return grad_y.sum(0, dtype=acc).to(bias.dtype)
+def _as(t: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` in ``like``'s dtype (no copy when it already is); None stays None."""
+    if t is None or like is None:
+        return None
+    return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
 class _KANLinearFunction(torch.autograd.Function):
@@ -147,15 +201,20 @@ class _KANLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, grid, base_weight, spline_weight, spline_scaler, bias = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dx, dbw, dsw, dsc = _backward_impl(
+        dx, dbw, dsw, dsc, db = _backward_impl(
             grad_y, x, grid, base_weight, spline_weight, spline_scaler,
-            ctx.spline_order, ctx.act, need[0], any(need[2:5]),
+            ctx.spline_order, ctx.act, need[0], any(need[2:5]), need[5],
         )  # fmt: skip
-        d_bw = dbw.to(base_weight.dtype) if need[2] else None
-        d_sw = dsw.to(spline_weight.dtype) if need[3] else None
-        d_sc = dsc.to(spline_scaler.dtype) if need[4] else None
-        d_b = _bias_grad(grad_y, bias) if need[5] else None
-        return dx, None, d_bw, d_sw, d_sc, d_b, None, None
+        return (
+            dx if need[0] else None,
+            None,
+            _as(dbw, base_weight) if need[2] else None,
+            _as(dsw, spline_weight) if need[3] else None,
+            _as(dsc, spline_scaler) if need[4] else None,
+            _as(db, bias) if need[5] else None,
+            None,
+            None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,30 +252,38 @@ def _kan_linear_backward_op(
     act: int,
     need_dx: bool,
     need_dw: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dx, d_base_weight, d_spline_weight, d_scaler)``; an output that is not needed (or the
-    scaler's when there is none) is an empty tensor, since custom ops cannot return None."""
-    dx, dbw, dsw, dsc = _backward_impl(
-        grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw
+    need_db: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dx, d_base_weight, d_spline_weight, d_scaler, d_bias)``; an output that is not needed (or
+    the scaler's when there is none) is an empty tensor, since custom ops cannot return None."""
+    grads = _backward_impl(
+        grad_y,
+        x,
+        grid,
+        base_weight,
+        spline_weight,
+        spline_scaler,
+        spline_order,
+        act,
+        need_dx,
+        need_dw,
+        need_db,
     )
-    empty = x.new_empty((0,))
-    return (
-        dx if dx is not None else empty,
-        dbw if dbw is not None else empty.clone(),
-        dsw if dsw is not None else empty.clone(),
-        dsc if dsc is not None else empty.clone(),
-    )
+    return tuple(g if g is not None else x.new_empty((0,)) for g in grads)  # type: ignore[return-value]
 
 
 @_kan_linear_backward_op.register_fake
-def _(grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw):
+def _(
+    grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act, need_dx, need_dw, need_db
+):
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     o, i, nb = spline_weight.shape
     dx = x.new_empty(x.shape) if need_dx else x.new_empty((0,))
     dbw = x.new_empty((o, i), dtype=acc) if need_dw else x.new_empty((0,))
     dsw = x.new_empty((o, i, nb), dtype=acc) if need_dw else x.new_empty((0,))
     dsc = x.new_empty((o, i), dtype=acc) if need_dw and spline_scaler is not None else x.new_empty((0,))
-    return dx, dbw, dsw, dsc
+    db = x.new_empty((o,), dtype=acc) if need_db else x.new_empty((0,))
+    return dx, dbw, dsw, dsc, db
 
 
 def _op_setup_context(ctx, inputs, output):
@@ -228,9 +295,9 @@ def _op_setup_context(ctx, inputs, output):
 def _op_backward(ctx, grad_y):
     x, grid, base_weight, spline_weight, spline_scaler, bias = ctx.saved_tensors
     need = ctx.needs_input_grad
-    dx, dbw, dsw, dsc = torch.ops.efficient_kan.kan_linear_backward(
+    dx, dbw, dsw, dsc, db = torch.ops.efficient_kan.kan_linear_backward(
         grad_y, x, grid, base_weight, spline_weight, spline_scaler,
-        ctx.spline_order, ctx.act, need[0], any(need[2:5]),
+        ctx.spline_order, ctx.act, need[0], any(need[2:5]), need[5],
     )  # fmt: skip
     return (
         dx if need[0] else None,
@@ -238,7 +305,7 @@ def _op_backward(ctx, grad_y):
         dbw.to(base_weight.dtype) if need[2] else None,
         dsw.to(spline_weight.dtype) if need[3] else None,
         dsc.to(spline_scaler.dtype) if need[4] else None,
-        _bias_grad(grad_y, bias) if need[5] else None,
+        db.to(bias.dtype) if need[5] else None,
         None,
         None,
     )
@@ -265,20 +332,22 @@ def _check(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_orde
             "the Triton path needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported "
             "to run on CPU (slow; for tests)"
         )
+    # Shapes compared as plain ints (torch.Size equality goes through the symbolic-shape machinery).
     n_out, n_in, n_bases = spline_weight.shape
-    if spline_order < 0 or grid.dim() != 2 or grid.shape != (n_in, n_bases + spline_order + 1) or n_bases < 1:
+    g_shape = tuple(grid.shape)
+    if spline_order < 0 or g_shape != (n_in, n_bases + spline_order + 1) or n_bases < 1:
         raise ValueError(
             f"grid {tuple(grid.shape)} does not match spline_weight {tuple(spline_weight.shape)} "
             f"and spline_order {spline_order}"
         )
-    if x.shape[-1] != n_in or base_weight.shape != (n_out, n_in):
+    if x.shape[-1] != n_in or tuple(base_weight.shape) != (n_out, n_in):
         raise ValueError(
             f"x (..., {x.shape[-1]}), base_weight {tuple(base_weight.shape)} and spline_weight "
             f"{tuple(spline_weight.shape)} disagree"
         )
-    if spline_scaler is not None and spline_scaler.shape != (n_out, n_in):
+    if spline_scaler is not None and tuple(spline_scaler.shape) != (n_out, n_in):
         raise ValueError(f"spline_scaler must be {(n_out, n_in)}, got {tuple(spline_scaler.shape)}")
-    if bias is not None and bias.shape != (n_out,):
+    if bias is not None and tuple(bias.shape) != (n_out,):
         raise ValueError(f"bias must be {(n_out,)}, got {tuple(bias.shape)}")
     return FUSED_ACTIVATION_CODES[base_activation]
 

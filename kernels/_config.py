@@ -8,12 +8,21 @@ import os
 import torch
 import triton
 
-__all__ = ["interpreting", "meta_for", "next_pow2", "num_sms", "tuned"]
+__all__ = ["autotune_enabled", "interpreting", "meta_for", "next_pow2", "num_sms", "tuned"]
 
 
+@functools.cache
 def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``, which must be
+    set before triton is imported, so it is read once)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.cache
+def autotune_enabled() -> bool:
+    """``EFFICIENT_KAN_AUTOTUNE`` (read once, at the first launch): ``0`` uses each kernel's first
+    config without tuning compiles."""
+    return os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1").strip() != "0"
 
 
 def next_pow2(n: int) -> int:
@@ -40,7 +49,7 @@ def _configs(kind: str, p: int, fp64: bool) -> list[triton.Config]:
     (``P >= 32``) keep the expanded tile at 128-256 columns with ``BLOCK_I < 16``, and the base
     branch, ``P`` times smaller, becomes a broadcast-and-sum in the kernel.
     """
-    if interpreting() or os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1") == "0":
+    if interpreting() or not autotune_enabled():
         # EFFICIENT_KAN_AUTOTUNE=0: first config only (quick runs; no tuning compiles).
         if not interpreting():
             return _configs_gpu(kind, p, fp64)[:1]
@@ -102,7 +111,7 @@ def tuned(kind: str, kernel, key: list[str], p: int, fp64: bool):
     a power of two), so tuning runs once per shape, not per call. Under the interpreter (or without
     CUDA) the list has one config and nothing is benchmarked.
     """
-    k = (kind, id(kernel), p, fp64, interpreting(), os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1"))
+    k = (kind, id(kernel), p, fp64)
     if k not in _TUNED:
         _TUNED[k] = triton.autotune(configs=_configs(kind, p, fp64), key=key)(kernel)
     return _TUNED[k]

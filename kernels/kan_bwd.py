@@ -127,6 +127,7 @@ def _kan_bwd_dw_kernel(
     dsw_ptr,
     dsc_ptr,
     dbw_ptr,
+    db_ptr,
     M,
     I,
     O,
@@ -150,6 +151,7 @@ def _kan_bwd_dw_kernel(
     LOG_NK: tl.constexpr,
     ACT: tl.constexpr,
     HAS_SCALER: tl.constexpr,
+    BIAS_GRAD: tl.constexpr,
     CDT: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -168,6 +170,7 @@ def _kan_bwd_dw_kernel(
 
     acc_s = tl.zeros((BLOCK_I * P, BLOCK_N), dtype=CDT)
     acc_b = tl.zeros((BLOCK_I, BLOCK_N), dtype=CDT)
+    acc_db = tl.zeros((BLOCK_N,), dtype=CDT)
     m_start = pid_s * ROWS_PER_SPLIT
     m_end = tl.minimum(m_start + ROWS_PER_SPLIT, M)
     for m0 in range(m_start, m_end, BLOCK_M):
@@ -183,6 +186,9 @@ def _kan_bwd_dw_kernel(
             mask=m_ok[:, None] & n_ok[None, :],
             other=0.0,
         ).to(DOT)
+        if BIAS_GRAD:
+            if pid_i == 0:  # the first column of programs also sums dY: the bias gradient
+                acc_db += tl.sum(dy.to(CDT), axis=0)
         basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
         at = tl.trans(tl.reshape(basis, (BLOCK_M, BLOCK_I * P)).to(DOT))
         acc_s = tl.dot(at, dy, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
@@ -220,6 +226,8 @@ def _kan_bwd_dw_kernel(
         acc_b,
         mask=i_ok[:, None] & n_ok[None, :],
     )
+    if BIAS_GRAD:
+        tl.store(db_ptr + pid_s * O + rn, acc_db, mask=n_ok & (pid_i == 0))
 
 
 def _common(x, grid, spline_order):
@@ -286,11 +294,14 @@ def kan_bwd_dw(
     spline_order: int,
     act: int,
     input_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Weight gradients ``(d base_weight (O, I), d spline_weight (O, I, NB), d scaler (O, I) or None)``.
+    need_bias_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Weight gradients ``(d base_weight (O, I), d spline_weight (O, I, NB), d scaler (O, I) or
+    None, d bias (O,) or None)``; the bias gradient (``grad_y.sum(0)``) is summed by the same
+    kernel when ``need_bias_grad``.
 
     Returned in the accumulator dtype (fp32, fp64 for fp64 inputs); the caller casts to the
-    parameters' dtypes. The bias gradient (``grad_y.sum(0)``) is left to the caller.
+    parameters' dtypes.
     """
     m, n_in = x.shape
     n_out = grad_y.shape[1]
@@ -299,9 +310,16 @@ def kan_bwd_dw(
     split = _split_count(x, m, n_in, n_out) if m > 0 else 1
     has_sc = spline_scaler is not None
     dev = x.device
-    dsw = torch.empty((split, n_out, n_in, nb), device=dev, dtype=acc_dtype)
-    dbw = torch.empty((split, n_out, n_in), device=dev, dtype=acc_dtype)
-    dsc = torch.empty((split, n_out, n_in), device=dev, dtype=acc_dtype) if has_sc else dbw
+    # One slot per split; with one split the outputs are allocated without the slot dimension.
+    lead = (split,) if split > 1 else ()
+    dsw = torch.empty((*lead, n_out, n_in, nb), device=dev, dtype=acc_dtype)
+    dbw = torch.empty((*lead, n_out, n_in), device=dev, dtype=acc_dtype)
+    dsc = torch.empty((*lead, n_out, n_in), device=dev, dtype=acc_dtype) if has_sc else None
+    db = None
+    if need_bias_grad:
+        db = torch.empty((*lead, n_out), device=dev, dtype=acc_dtype)
+    if n_in == 0 and db is not None:  # no weight tiles, so no program sums the bias gradient
+        db = grad_y.sum(0, dtype=acc_dtype).expand(*lead, n_out).contiguous()
     if n_in > 0 and n_out > 0:
         sc = spline_scaler if has_sc else spline_weight
         sc_strides = (sc.stride(0), sc.stride(1)) if has_sc else (0, 0)
@@ -312,13 +330,14 @@ def kan_bwd_dw(
             return (triton.cdiv(n_in, meta["BLOCK_I"]), triton.cdiv(n_out, meta["BLOCK_N"]), split)
 
         kernel[launch_grid](
-            grad_y, x, grid, spline_weight, sc, dsw, dsc, dbw,
+            grad_y, x, grid, spline_weight, sc, dsw, dsc if has_sc else dbw, dbw, db if db is not None else dbw,
             m, n_in, n_out, next_pow2(m), rows,
             grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
             spline_weight.stride(0), spline_weight.stride(1), spline_weight.stride(2), *sc_strides,
             K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act,
-            HAS_SCALER=has_sc, CDT=compute_tl_dtype(x.dtype), PRECISION=input_precision,
+            HAS_SCALER=has_sc, BIAS_GRAD=db is not None, CDT=compute_tl_dtype(x.dtype),
+            PRECISION=input_precision,
         )  # fmt: skip
     if split > 1:
-        return dbw.sum(0), dsw.sum(0), dsc.sum(0) if has_sc else None
-    return dbw[0], dsw[0], dsc[0] if has_sc else None
+        return dbw.sum(0), dsw.sum(0), dsc.sum(0) if has_sc else None, db.sum(0) if db is not None else None
+    return dbw, dsw, dsc, db

@@ -27,13 +27,17 @@ TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-
 
 
 @pytest.fixture(autouse=True, params=["fused", "chunked"])
-def strategy(request, monkeypatch):
-    """Every test runs on both Triton strategies (``choose_strategy``). On CPU the chunk budget is
-    a few KiB, so the chunked strategy splits even these small cases into several chunks."""
-    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", request.param)
-    if not torch.cuda.is_available():
-        monkeypatch.setenv("EFFICIENT_KAN_CHUNK_BYTES", "6000")
-    return request.param
+def strategy(request):
+    """Every test runs on both Triton strategies (``set_strategy``). On CPU the chunk budget is a
+    few KiB, so the chunked strategy splits even these small cases into several chunks."""
+    from efficient_kan import triton_backend as tb
+
+    prev_strategy = tb.set_strategy(request.param)
+    prev_bytes = tb.set_chunk_bytes(6000) if not torch.cuda.is_available() else None
+    yield request.param
+    tb.set_strategy(prev_strategy)
+    if prev_bytes is not None:
+        tb.set_chunk_bytes(prev_bytes)
 
 
 def _device() -> str:
@@ -190,6 +194,18 @@ def test_inputs_without_grad_and_frozen_weights():
     assert params["base_weight"].grad is None
 
 
+def test_only_bias_trainable():
+    """The bias gradient without weight gradients (the weight-gradient kernel, which also sums
+    the bias gradient, does not run then)."""
+    x, grid, params = make_case(9, 3, 4, 5, 3)
+    for name in ("base_weight", "spline_weight", "spline_scaler"):
+        params[name].requires_grad_(False)
+    gy = torch.randn(9, 4, dtype=torch.float64, device=x.device)
+    y = kan_linear_triton(x.detach(), grid, *params.values(), spline_order=3, base_activation="silu")
+    (db,) = torch.autograd.grad(y, [params["bias"]], gy)
+    assert_close(db, gy.sum(0), **TOL[torch.float64], name="dbias")
+
+
 # ------------------------------------------------------------------ API, dispatch, policy
 def test_dispatch_and_errors():
     x, grid, params = make_case(3, 4, 2, 5, 3)
@@ -203,22 +219,33 @@ def test_dispatch_and_errors():
 
 
 def test_choose_strategy_and_settings(monkeypatch):
-    from efficient_kan.triton_backend import choose_strategy
+    from efficient_kan import triton_backend as tb
 
-    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", "auto")
-    assert choose_strategy(64, 784, 64) == "fused"  # launch-bound: fewest launches
-    assert choose_strategy(4096, 1024, 1024) == "chunked"
-    assert choose_strategy(64, 8, 8, torch.float64) == "chunked"  # fp64 products in cuBLAS
+    tb.set_strategy("auto")
+    assert tb.choose_strategy(64, 784, 64) == "fused"  # launch-bound: fewest launches
+    assert tb.choose_strategy(4096, 1024, 1024) == "chunked"
+    assert tb.choose_strategy(64, 8, 8, torch.float64) == "chunked"  # fp64 products in cuBLAS
+    with pytest.raises(ValueError, match="must be one of"):
+        tb.set_strategy("fast")
+    for bad in (0, -5, "16MiB", 1.5):
+        with pytest.raises(ValueError, match="must be a positive integer"):
+            tb.set_chunk_bytes(bad)
+    # Environment values are read once, at import, and checked at the first call.
     x, grid, params = make_case(3, 2, 2, 5, 3)
     args = (x, grid, *params.values())
-    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", "fast")
-    with pytest.raises(ValueError, match="EFFICIENT_KAN_STRATEGY must be one of"):
-        kan_linear_triton(*args, spline_order=3, base_activation="silu")
-    monkeypatch.setenv("EFFICIENT_KAN_STRATEGY", "chunked")
-    for bad in ("0", "-5", "16MiB"):
-        monkeypatch.setenv("EFFICIENT_KAN_CHUNK_BYTES", bad)
-        with pytest.raises(ValueError, match="EFFICIENT_KAN_CHUNK_BYTES must be a positive integer"):
-            kan_linear_triton(*args, spline_order=3, base_activation="silu")
+    for name, value, message in [
+        ("EFFICIENT_KAN_STRATEGY", "fast", "EFFICIENT_KAN_STRATEGY\\) must be one of"),
+        ("EFFICIENT_KAN_CHUNK_BYTES", "16MiB", "EFFICIENT_KAN_CHUNK_BYTES\\) must be a positive integer"),
+    ]:
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            m.setattr(tb, "_settings", tb._Settings())
+            with pytest.raises(ValueError, match=message):
+                kan_linear_triton(*args, spline_order=3, base_activation="silu")
+    with monkeypatch.context() as m:
+        m.setenv("EFFICIENT_KAN_STRATEGY", "chunked")
+        m.setattr(tb, "_settings", tb._Settings())
+        assert tb.choose_strategy(1, 1, 1) == "chunked"
 
 
 def test_fp32_matmul_precision_policy():
