@@ -420,8 +420,8 @@ from efficient_kan.kernels import _config, kan_chunked
 from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel
 from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel
 
-fp32_ptrs = ("g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr")
-consts0 = dict(K=3, NK=12, NB=8, ACT=1, HAS_SCALER=True, HAS_BIAS=True, CDT=triton.language.float32)
+fp32_ptrs = ("g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr", "db_ptr")
+consts0 = dict(K=3, NK=12, NB=8, ACT=1, HAS_SCALER=True, HAS_BIAS=True, BIAS_GRAD=True, CDT=triton.language.float32)
 if sys.argv[1] == "fused":
     kernels = []
     for kind, fn in (("fwd", _kan_fwd_kernel), ("dx", _kan_bwd_dx_kernel), ("dw", _kan_bwd_dw_kernel)):
