@@ -344,6 +344,10 @@ def main() -> int:
     )
     ap.add_argument("--no-training", action="store_true", help="skip the KAN([784, 64, 10]) training step")
     ap.add_argument(
+        "--max-minutes", type=float, default=None, help="start no new measurement after this long"
+    )
+    ap.add_argument("--skip-done", action="store_true", help="skip keys already measured in the JSON")
+    ap.add_argument(
         "--out", default=None, help="results folder (default: benchmarks/results; --smoke: a temp dir)"
     )
     ap.add_argument("--smoke", action="store_true", help="CPU: one tiny shape under the interpreter")
@@ -401,19 +405,29 @@ def main() -> int:
     shapes = SHAPES
     if args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
+    start = time.perf_counter()
+    stopped = False
     for shape in shapes:
         for precision in args.precisions:
             for mode in args.modes:
                 for provider in args.providers:
                     key = f"{shape_key(shape)}|{precision}|{mode}|{provider}"
+                    if args.skip_done and "median_ms" in data["layer"].get(key, {}):
+                        continue
+                    if args.max_minutes and time.perf_counter() - start > 60 * args.max_minutes:
+                        stopped = True
+                        break
                     try:
                         r = measure(provider, shape, precision, mode, dev)
                     except torch.cuda.OutOfMemoryError as e:  # the torch path at big batches
                         r = {"error": f"OOM: {str(e).splitlines()[0][:80]}"}
+                    except Exception as e:  # recorded, not fatal: one failure must not lose the run
+                        r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
                     torch.cuda.empty_cache()
                     data["layer"][key] = r
                     desc = (
                         f"{r['median_ms']:.3f} ms, {r['peak_extra_mib']:.1f} MiB"
+                        + (f", err {r['rel_err_vs_fp64']:.1e}" if "rel_err_vs_fp64" in r else "")
                         if "median_ms" in r
                         else r["error"]
                     )
@@ -421,13 +435,25 @@ def main() -> int:
                         f"{shape_key(shape):>22s} {precision:5s} {mode:8s} {provider:10s} {desc}", flush=True
                     )
                 json_path.write_text(json.dumps(data, indent=1))
-    if not args.no_training:
+                write_markdown(md_path, data)
+    if stopped:
+        print(
+            f"stopped after --max-minutes {args.max_minutes}; rerun with --skip-done to continue", flush=True
+        )
+    if not args.no_training and not stopped:
         for precision in args.precisions:
             for kind in ("triton", "torch", "mlp"):
                 name = "MLP 784-64-10" if kind == "mlp" else f"KAN([784,64,10]) {kind}"
-                r = measure_training_step(kind, dev, precision)
+                if args.skip_done and "median_ms" in data["training"].get(f"{name}|{precision}", {}):
+                    continue
+                try:
+                    r = measure_training_step(kind, dev, precision)
+                    desc = f"{r['median_ms']:.3f} ms"
+                except Exception as e:  # recorded, not fatal
+                    r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
+                    desc = r["error"]
                 data["training"][f"{name}|{precision}"] = r
-                print(f"training step {name:28s} {precision:5s} {r['median_ms']:.3f} ms", flush=True)
+                print(f"training step {name:28s} {precision:5s} {desc}", flush=True)
     torch.set_float32_matmul_precision("highest")
     json_path.write_text(json.dumps(data, indent=1))
     write_markdown(md_path, data)
