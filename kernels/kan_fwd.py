@@ -1,7 +1,9 @@
 """Forward kernel: ``y = [B(x) | act(x)] @ [spline_weight * spline_scaler | base_weight]^T + bias``.
 
-Each program owns a ``(BLOCK_M, BLOCK_N)`` tile of ``y``. For every block of ``BLOCK_I`` input
-features it loads ``x``, builds the ``(BLOCK_M, BLOCK_I * P)`` basis tile in registers
+Each program owns a ``(BLOCK_M, BLOCK_N)`` tile of ``y`` (or, when those tiles are too few to fill
+the GPU, of one of ``SPLIT`` fp32 partial sums over slices of the input features, summed on the
+host: small batches would otherwise run the whole reduction over ``I`` on a handful of SMs). For
+every block of ``BLOCK_I`` input features it loads ``x``, builds the ``(BLOCK_M, BLOCK_I * P)`` basis tile in registers
 (``P = next_pow2(G + K)``, the padding lanes are zero), packs the matching weight tile on load and
 accumulates two ``tl.dot`` products (spline branch, base branch) in fp32 (fp64 for fp64 inputs).
 The basis never goes to memory.
@@ -14,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ._basis import _act, _basis_tile, _packed_w
-from ._config import meta_for, next_pow2, tuned
+from ._config import interpreting, meta_for, next_pow2, num_sms, tuned
 
 
 @triton.jit
@@ -30,6 +32,8 @@ def _kan_fwd_kernel(
     I,
     O,
     M_BUCKET,  # autotune key only
+    SPLIT,  # feature slices (programs along axis 2); autotune key too
+    FEATS_PER_SPLIT,
     stride_xm,
     stride_xi,
     stride_gi,
@@ -41,6 +45,7 @@ def _kan_fwd_kernel(
     stride_sci,
     stride_bwo,
     stride_bwi,
+    stride_ys,
     stride_ym,
     stride_yo,
     K: tl.constexpr,
@@ -59,6 +64,9 @@ def _kan_fwd_kernel(
 ):
     pid_m = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1).to(tl.int64)
+    pid_s = tl.program_id(2).to(tl.int64)
+    i_start = pid_s * FEATS_PER_SPLIT  # a multiple of BLOCK_I (FEATS_PER_SPLIT is a multiple of 16)
+    i_end = tl.minimum(i_start + FEATS_PER_SPLIT, I)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = rm < M
@@ -71,9 +79,9 @@ def _kan_fwd_kernel(
     cj = cc % P
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=CDT)
-    for i0 in range(0, I, BLOCK_I):
+    for i0 in range(i_start, i_end, BLOCK_I):
         ri = i0 + tl.arange(0, BLOCK_I).to(tl.int64)
-        i_ok = ri < I
+        i_ok = ri < i_end
         x = tl.load(
             x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
             mask=m_ok[:, None] & i_ok[None, :],
@@ -85,7 +93,7 @@ def _kan_fwd_kernel(
         a = tl.reshape(basis, (BLOCK_M, BLOCK_I * P)).to(DOT)
 
         ci = i0 + ci_local.to(tl.int64)
-        w_mask = ((ci < I) & (cj < NB))[:, None] & n_ok[None, :]
+        w_mask = ((ci < i_end) & (cj < NB))[:, None] & n_ok[None, :]
         w = _packed_w(
             sw_ptr, sc_ptr, ci[:, None], cj[:, None], rn[None, :], w_mask,
             stride_swo, stride_swi, stride_swj, stride_sco, stride_sci, HAS_SCALER, CDT,
@@ -103,10 +111,10 @@ def _kan_fwd_kernel(
         else:  # wide bases, few features per block: tl.dot needs 16; this branch is P times smaller
             acc += tl.sum(xa.to(CDT)[:, :, None] * wb.to(CDT)[None, :, :], axis=1)
 
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(CDT)[None, :]
+    if HAS_BIAS:  # once: in the first slice's partial when split
+        acc += tl.load(b_ptr + rn, mask=n_ok & (pid_s == 0), other=0.0).to(CDT)[None, :]
     tl.store(
-        y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yo,
+        y_ptr + pid_s * stride_ys + rm[:, None] * stride_ym + rn[None, :] * stride_yo,
         acc.to(y_ptr.dtype.element_ty),
         mask=m_ok[:, None] & n_ok[None, :],
     )
@@ -115,6 +123,16 @@ def _kan_fwd_kernel(
 def compute_tl_dtype(dtype: torch.dtype):
     """Accumulator / knot-arithmetic dtype: fp64 for fp64 operands, fp32 otherwise."""
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def fwd_split_count(x: torch.Tensor, m: int, n_in: int, n_out: int) -> int:
+    """Feature slices for the forward: enough programs to give every SM about one (counting
+    64x64 output tiles), each slice at least 64 features. 1 under the interpreter and on CPU."""
+    if interpreting() or not x.is_cuda:
+        return 1
+    tiles = triton.cdiv(m, 64) * triton.cdiv(n_out, 64)
+    want = triton.cdiv(num_sms(x.device.index or 0), tiles)
+    return max(1, min(want, n_in // 64, 32))
 
 
 def kan_fwd(
@@ -127,9 +145,12 @@ def kan_fwd(
     spline_order: int,
     act: int,
     input_precision: str,
+    split: int | None = None,
 ) -> torch.Tensor:
     """Launch the forward kernel. ``x`` is ``(M, I)`` (any strides) in the operand dtype; returns
-    ``(M, O)`` in ``x.dtype``. ``act``: 0 identity, 1 SiLU. ``input_precision``: "ieee" or "tf32"."""
+    ``(M, O)`` in ``x.dtype``. ``act``: 0 identity, 1 SiLU. ``input_precision``: "ieee" or "tf32".
+    ``split``: feature slices (default :func:`fwd_split_count`); above 1 the slices' fp32 partial
+    sums are added on the host, in a fixed order (deterministic)."""
     m, n_in = x.shape
     n_out = base_weight.shape[0]
     nk = grid.shape[1]
@@ -138,21 +159,34 @@ def kan_fwd(
     y = torch.empty((m, n_out), device=x.device, dtype=x.dtype)
     if m == 0 or n_out == 0:
         return y
+    if split is None:
+        split = fwd_split_count(x, m, n_in, n_out)
+    split = max(1, min(split, triton.cdiv(max(n_in, 1), 16)))
+    feats = triton.cdiv(triton.cdiv(max(n_in, 1), split), 16) * 16
+    split = triton.cdiv(max(n_in, 1), feats)
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = y if split == 1 else torch.empty((split, m, n_out), device=x.device, dtype=acc_dtype)
+    stride_s = 0 if split == 1 else out.stride(0)
     sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
     sc_strides = (sc.stride(0), sc.stride(1)) if spline_scaler is not None else (0, 0)
-    kernel = tuned("fwd", _kan_fwd_kernel, ["M_BUCKET", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
+    kernel = tuned("fwd", _kan_fwd_kernel, ["M_BUCKET", "SPLIT", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
 
     def launch_grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_out, meta["BLOCK_N"]))
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_out, meta["BLOCK_N"]), split)
 
     kernel[launch_grid](
-        x, grid, spline_weight, sc, base_weight, bias if bias is not None else y, y,
-        m, n_in, n_out, next_pow2(m),
+        x, grid, spline_weight, sc, base_weight, bias if bias is not None else y, out,
+        m, n_in, n_out, next_pow2(m), split, feats,
         x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
         spline_weight.stride(0), spline_weight.stride(1), spline_weight.stride(2), *sc_strides,
-        base_weight.stride(0), base_weight.stride(1), y.stride(0), y.stride(1),
+        base_weight.stride(0), base_weight.stride(1), stride_s, out.stride(-2), out.stride(-1),
         K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=max(1, (nk - 1).bit_length()), ACT=act,
         HAS_SCALER=spline_scaler is not None, HAS_BIAS=bias is not None,
         CDT=compute_tl_dtype(x.dtype), PRECISION=input_precision,
     )  # fmt: skip
+    if split > 1:
+        if y.dtype == acc_dtype:
+            torch.sum(out, dim=0, out=y)
+        else:
+            y.copy_(out.sum(0))
     return y

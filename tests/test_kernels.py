@@ -118,6 +118,27 @@ def test_float32(nonuniform):
     compare(x, grid, params, 3)
 
 
+@pytest.mark.parametrize(
+    "n,i,o,g,k,split,dtype",
+    [
+        (37, 40, 19, 5, 3, 3, torch.float64),  # slices [0, 16), [16, 32), [32, 40)
+        (5, 33, 7, 20, 5, 2, torch.float64),  # wide basis: BLOCK_I < 16
+        (9, 20, 6, 5, 1, 4, torch.float32),
+    ],
+)
+def test_forward_split_over_features(monkeypatch, n, i, o, g, k, split, dtype):
+    """The fused forward's feature-sliced form (small batches on a GPU), forced on CPU."""
+    import importlib
+
+    from efficient_kan import triton_backend as tb
+
+    fwd_module = importlib.import_module("efficient_kan.kernels.kan_fwd")  # the module, not the function
+    tb.set_strategy("fused")
+    monkeypatch.setattr(fwd_module, "fwd_split_count", lambda *a: split)
+    x, grid, params = make_case(n, i, o, g, k, dtype=dtype, seed=split)
+    compare(x, grid, params, k)
+
+
 def test_uniform_grid_exact_knots():
     """Inputs sitting exactly on knots (and on both ends of the grid) take the reference's span."""
     x, grid, params = make_case(1, 4, 3, 4, 3, nonuniform=False)
