@@ -126,13 +126,16 @@ def compute_tl_dtype(dtype: torch.dtype):
 
 
 def fwd_split_count(x: torch.Tensor, m: int, n_in: int, n_out: int) -> int:
-    """Feature slices for the forward: enough programs to give every SM about one (counting
-    64x64 output tiles), each slice at least 64 features. 1 under the interpreter and on CPU."""
+    """Feature slices for the forward: when the 64x64 output tiles would leave over half the SMs
+    idle, enough slices to give every SM about one program, each slice at least 64 features.
+    1 under the interpreter and on CPU."""
     if interpreting() or not x.is_cuda:
         return 1
     tiles = triton.cdiv(m, 64) * triton.cdiv(n_out, 64)
-    want = triton.cdiv(num_sms(x.device.index or 0), tiles)
-    return max(1, min(want, n_in // 64, 32))
+    sms = num_sms(x.device.index or 0)
+    if 2 * tiles >= sms:  # at least half the SMs busy already: not worth a partial buffer and a sum
+        return 1
+    return max(1, min(triton.cdiv(sms, tiles), n_in // 64, 32))
 
 
 def kan_fwd(
