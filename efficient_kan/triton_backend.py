@@ -47,13 +47,33 @@ __all__ = [
 FUSED_ACTIVATION_CODES = {"identity": 0, "silu": 1}
 
 
+def _fp32_matmul_allows_tf32() -> bool:
+    """PyTorch's fp32 matmul setting for CUDA, whichever API the user set it with.
+
+    Newer PyTorch has ``torch.backends.cuda.matmul.fp32_precision`` (and a global
+    ``torch.backends.fp32_precision``); once a user sets those, reading the legacy getters raises,
+    so the new ones are read first, and the legacy ones only while the new ones say ``"none"``.
+    """
+    matmul = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if matmul is not None:
+        for value in (matmul, getattr(torch.backends, "fp32_precision", "none")):
+            if value == "tf32":
+                return True
+            if value == "ieee":
+                return False
+    try:
+        return torch.get_float32_matmul_precision() != "highest" or bool(
+            torch.backends.cuda.matmul.allow_tf32
+        )
+    except RuntimeError:  # a mix of the APIs that PyTorch refuses to report: IEEE, the safe reading
+        return False
+
+
 def _input_precision(dtype: torch.dtype) -> str:
     """``tl.dot`` input precision for operands of ``dtype``: honour PyTorch's fp32 matmul setting."""
     if dtype != torch.float32:
         return "ieee"  # bf16/fp16 products are exact in fp32; fp64 is fp64
-    if torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    return "tf32" if _fp32_matmul_allows_tf32() else "ieee"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,20 +103,35 @@ def _check_chunk_bytes(value: object) -> int:
 class _Settings:
     """Process-wide choices of the Triton path. Read from the environment once, at import (so a
     call costs no environment lookups), changed at runtime with :func:`set_strategy` and
-    :func:`set_chunk_bytes`. An invalid environment value raises at the first Triton call."""
+    :func:`set_chunk_bytes`. An invalid environment value raises at the first call that uses it
+    (setting the value at runtime replaces it)."""
 
     def __init__(self) -> None:
-        self.strategy = os.environ.get("EFFICIENT_KAN_STRATEGY", "").strip() or "auto"
-        self.chunk_bytes: object = (
+        self._strategy: object = os.environ.get("EFFICIENT_KAN_STRATEGY", "").strip() or "auto"
+        self._chunk_bytes: object = (
             os.environ.get("EFFICIENT_KAN_CHUNK_BYTES", "").strip() or DEFAULT_CHUNK_BYTES
         )
-        self.checked = False
+        self._strategy_ok = self._chunk_ok = False
 
-    def check(self) -> None:
-        if not self.checked:
-            self.strategy = _check_strategy(self.strategy)
-            self.chunk_bytes = _check_chunk_bytes(self.chunk_bytes)
-            self.checked = True
+    @property
+    def strategy(self) -> str:
+        if not self._strategy_ok:
+            self._strategy, self._strategy_ok = _check_strategy(self._strategy), True
+        return self._strategy  # type: ignore[return-value]
+
+    @strategy.setter
+    def strategy(self, value: object) -> None:
+        self._strategy, self._strategy_ok = _check_strategy(value), True
+
+    @property
+    def chunk_bytes(self) -> int:
+        if not self._chunk_ok:
+            self._chunk_bytes, self._chunk_ok = _check_chunk_bytes(self._chunk_bytes), True
+        return self._chunk_bytes  # type: ignore[return-value]
+
+    @chunk_bytes.setter
+    def chunk_bytes(self, value: object) -> None:
+        self._chunk_bytes, self._chunk_ok = _check_chunk_bytes(value), True
 
 
 _settings = _Settings()
@@ -104,17 +139,18 @@ _settings = _Settings()
 
 def set_strategy(strategy: str) -> str:
     """Set the Triton strategy for later calls (``"auto"``, ``"fused"`` or ``"chunked"``; the
-    default comes from ``EFFICIENT_KAN_STRATEGY``, else ``"auto"``). Returns the previous one."""
-    _settings.check()
-    previous, _settings.strategy = _settings.strategy, _check_strategy(strategy)
-    return previous
+    default comes from ``EFFICIENT_KAN_STRATEGY``, else ``"auto"``). Returns the previous one
+    (the raw environment value if that was never used)."""
+    previous = _settings._strategy
+    _settings.strategy = strategy
+    return previous  # type: ignore[return-value]
 
 
 def set_chunk_bytes(chunk_bytes: int) -> int:
     """Set the chunked strategy's buffer bound in bytes (default ``EFFICIENT_KAN_CHUNK_BYTES``, else
     32 MiB). Returns the previous value."""
-    _settings.check()
-    previous, _settings.chunk_bytes = _settings.chunk_bytes, _check_chunk_bytes(chunk_bytes)
+    previous = _settings._chunk_bytes
+    _settings.chunk_bytes = chunk_bytes
     return previous  # type: ignore[return-value]
 
 
@@ -130,7 +166,6 @@ def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torc
     to be set from ``benchmarks/bench_layer.py``, which times both. fp64 always takes ``chunked``
     under ``auto``: its products then run in cuBLAS's fp64 GEMM rather than Triton's fp64 ``tl.dot``.
     """
-    _settings.check()
     chosen = _settings.strategy
     if chosen != "auto":
         return chosen

@@ -278,7 +278,7 @@ def kan_bwd_dx(
 def _split_count(x: torch.Tensor, m: int, n_in: int, n_out: int) -> int:
     """How many batch slices the weight gradient uses: enough programs to fill the GPU (about two
     per SM, counted with the smallest tiles), each slice at least 512 rows long."""
-    if interpreting() or not x.is_cuda:
+    if interpreting() or not x.is_cuda or n_in == 0 or n_out == 0:
         return 1
     tiles = triton.cdiv(n_in, 16) * triton.cdiv(n_out, 64)
     want = triton.cdiv(2 * num_sms(x.device.index or 0), tiles)

@@ -45,6 +45,7 @@ def _kan_fwd_kernel(
     stride_sci,
     stride_bwo,
     stride_bwi,
+    stride_b,
     stride_ys,
     stride_ym,
     stride_yo,
@@ -112,7 +113,7 @@ def _kan_fwd_kernel(
             acc += tl.sum(xa.to(CDT)[:, :, None] * wb.to(CDT)[None, :, :], axis=1)
 
     if HAS_BIAS:  # once: in the first slice's partial when split
-        acc += tl.load(b_ptr + rn, mask=n_ok & (pid_s == 0), other=0.0).to(CDT)[None, :]
+        acc += tl.load(b_ptr + rn * stride_b, mask=n_ok & (pid_s == 0), other=0.0).to(CDT)[None, :]
     tl.store(
         y_ptr + pid_s * stride_ys + rm[:, None] * stride_ym + rn[None, :] * stride_yo,
         acc.to(y_ptr.dtype.element_ty),
@@ -182,7 +183,8 @@ def kan_fwd(
         m, n_in, n_out, next_pow2(m), split, feats,
         x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
         spline_weight.stride(0), spline_weight.stride(1), spline_weight.stride(2), *sc_strides,
-        base_weight.stride(0), base_weight.stride(1), stride_s, out.stride(-2), out.stride(-1),
+        base_weight.stride(0), base_weight.stride(1), bias.stride(0) if bias is not None else 0,
+        stride_s, out.stride(-2), out.stride(-1),
         K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=max(1, (nk - 1).bit_length()), ACT=act,
         HAS_SCALER=spline_scaler is not None, HAS_BIAS=bias is not None,
         CDT=compute_tl_dtype(x.dtype), PRECISION=input_precision,

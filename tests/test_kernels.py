@@ -139,6 +139,27 @@ def test_forward_split_over_features(monkeypatch, n, i, o, g, k, split, dtype):
     compare(x, grid, params, k)
 
 
+def test_strided_bias():
+    x, grid, params = make_case(7, 5, 6, 5, 3)
+    params["bias"] = torch.randn(12, dtype=torch.float64, device=x.device, requires_grad=True)[::2]
+    compare(x, grid, params, 3)
+
+
+def test_weight_gradient_split_over_batch(monkeypatch):
+    """The fused weight-gradient kernel's batch-sliced form (partials per slice, bias gradient
+    included), forced on CPU; slices past the batch contribute zero."""
+    import importlib
+
+    from efficient_kan import triton_backend as tb
+
+    bwd_module = importlib.import_module("efficient_kan.kernels.kan_bwd")
+    tb.set_strategy("fused")
+    for split in (2, 5):
+        monkeypatch.setattr(bwd_module, "_split_count", lambda *a, split=split: split)
+        x, grid, params = make_case(150, 6, 5, 5, 3, seed=split)
+        compare(x, grid, params, 3)
+
+
 def test_uniform_grid_exact_knots():
     """Inputs sitting exactly on knots (and on both ends of the grid) take the reference's span."""
     x, grid, params = make_case(1, 4, 3, 4, 3, nonuniform=False)
@@ -279,6 +300,24 @@ def test_fp32_matmul_precision_policy():
         assert _input_precision(torch.bfloat16) == "ieee"
     finally:
         torch.set_float32_matmul_precision(old)
+
+
+@pytest.mark.skipif(
+    not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="PyTorch without the fp32_precision API"
+)
+def test_fp32_precision_new_api():
+    """Set through ``torch.backends.cuda.matmul.fp32_precision`` (where reading the legacy getters
+    raises): still honoured."""
+    matmul = torch.backends.cuda.matmul
+    old = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        assert _input_precision(torch.float32) == "tf32"
+        matmul.fp32_precision = "ieee"
+        assert _input_precision(torch.float32) == "ieee"
+    finally:
+        matmul.fp32_precision = old
+        torch.set_float32_matmul_precision("highest")
 
 
 def test_torch_compile_fullgraph():
