@@ -236,11 +236,13 @@ def _geometry(grid: torch.Tensor, spline_order: int) -> tuple[int, int, int, int
 
 
 def _tile_blocks(p: int) -> tuple[int, int, int]:
-    """``(BLOCK_M, BLOCK_I, num_warps)`` for the elementwise kernels: about 8K lanes per program
-    on a GPU; small under the interpreter so CPU tests cross block edges."""
+    """``(BLOCK_M, BLOCK_I, num_warps)`` for the elementwise kernels. On a GPU about 2K lanes per
+    program: ~80 registers per thread in sm_90 compiles (benchmarks/kernel_resources.py; 8K lanes
+    took 255), so many programs share an SM, which this memory-bound work needs. Small under the
+    interpreter so CPU tests cross block edges."""
     if interpreting():
         return 16, max(1, 64 // p), 4
-    return 32, max(1, 256 // p), 4
+    return 16, max(1, 128 // p), 4
 
 
 def _expand(x: torch.Tensor, grid: torch.Tensor, out: torch.Tensor, spline_order: int, act: int) -> None:

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Registers, local-memory stack (spills) and shared memory of every kernel config, for sm_90,
+without a GPU: Triton compiles to a cubin with its bundled ptxas, ``cuobjdump -res-usage`` reads it.
+
+A config that spills (STACK > 0) or needs more than the H100's 227 KiB of shared memory is a
+config to fix before any GPU time is spent on it. Run without ``TRITON_INTERPRET``::
+
+    PYTHONPATH=. python benchmarks/kernel_resources.py                  # every kernel, bf16
+    PYTHONPATH=. python benchmarks/kernel_resources.py --kinds fwd --dtype fp32
+
+Prints one line per (kernel, shape class, config): registers per thread, stack bytes per thread,
+shared bytes. Compiles take ~1-10 s each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    sys.exit("kernel_resources.py compiles for a GPU target: run it without TRITON_INTERPRET")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from efficient_kan.kernels import _config, kan_chunked  # noqa: E402
+from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel  # noqa: E402
+from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel  # noqa: E402
+
+# Pointers to knots, parameters and their gradients stay fp32; x, y, dy, the expanded buffer are
+# in the operand dtype.
+FP32_PTRS = {"g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr", "db_ptr"}
+SHAPE_CLASSES = {"G5K3": (3, 12, 8), "G20K3": (3, 27, 23), "G64K5": (5, 75, 69)}  # (K, NK, NB)
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+def resources(cubin: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        out = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
+    found = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", out))
+    return {k.lower(): int(v) for k, v in found.items()}
+
+
+def compile_one(fn, consts: dict, warps: int, stages: int, dtype: str) -> dict:
+    consts = {n: v for n, v in consts.items() if n in fn.arg_names}
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32" if name in FP32_PTRS and dtype != "fp64" else f"*{dtype}"
+        else:
+            sig[name] = "i64" if name.startswith("stride") else "i32"
+    compiled = triton.compile(
+        ASTSource(fn, sig, constexprs=consts),
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": warps, "num_stages": stages},
+    )
+    return {"shared_from_triton": compiled.metadata.shared, **resources(compiled.asm["cubin"])}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    kinds = ("fwd", "dx", "dw", "expand", "dx_reduce", "pack", "unpack")
+    ap.add_argument("--kinds", nargs="+", default=list(kinds), choices=kinds)
+    ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32", "fp64"))
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPE_CLASSES), choices=list(SHAPE_CLASSES))
+    args = ap.parse_args()
+    cdt = triton.language.float64 if args.dtype == "fp64" else triton.language.float32
+    fused = {"fwd": _kan_fwd_kernel, "dx": _kan_bwd_dx_kernel, "dw": _kan_bwd_dw_kernel}
+    chunked = {
+        "expand": kan_chunked._kan_expand_kernel,
+        "dx_reduce": kan_chunked._kan_dx_reduce_kernel,
+        "pack": kan_chunked._kan_pack_kernel,
+        "unpack": kan_chunked._kan_unpack_kernel,
+    }
+    print(f"{'kernel':10s} {'shape':6s} {'config':44s} {'regs':>5s} {'stack':>6s} {'shared':>7s}")
+    for shape in args.shapes:
+        k, nk, nb = SHAPE_CLASSES[shape]
+        base = dict(K=k, NK=nk, NB=nb, LOG_NK=max(1, (nk - 1).bit_length()), ACT=1, HAS_SCALER=True)
+        base |= dict(HAS_BIAS=True, BIAS_GRAD=True, CDT=cdt)
+        for kind in args.kinds:
+            if kind in fused:
+                p = _config.next_pow2(nb)
+                cfgs = [
+                    (c.kwargs, c.num_warps, c.num_stages)
+                    for c in _config._configs_gpu(kind, p if p >= 32 else 0, args.dtype == "fp64")
+                ]
+                extra = dict(P=p, PRECISION="tf32" if args.dtype == "fp32" else "ieee")
+                fn = fused[kind]
+            else:
+                p = _config.next_pow2(nb + 1)
+                if kind in ("pack", "unpack"):
+                    bi, bo = kan_chunked._weight_blocks()
+                    cfgs = [(dict(BLOCK_I=bi, BLOCK_O=bo), 4, 1)]
+                else:
+                    bm, bi, warps = kan_chunked._tile_blocks(p)
+                    cfgs = [(dict(BLOCK_M=bm, BLOCK_I=bi), warps, 1)]
+                extra = dict(P=p)
+                fn = chunked[kind]
+            for kwargs, warps, stages in cfgs:
+                desc = " ".join(f"{k[6:] if k.startswith('BLOCK_') else k}={v}" for k, v in kwargs.items())
+                desc += f" w{warps} s{stages}"
+                try:
+                    r = compile_one(fn, {**base, **extra, **kwargs}, warps, stages, args.dtype)
+                    shared = r["shared_from_triton"]  # dynamic shared memory; cuobjdump shows static only
+                    print(f"{kind:10s} {shape:6s} {desc:44s} {r.get('reg', -1):5d} {r.get('stack', -1):6d} {shared:7d}")
+                except Exception as e:  # a config the compiler rejects is a finding, not a crash
+                    print(f"{kind:10s} {shape:6s} {desc:44s} FAILED: {type(e).__name__}: {str(e)[-160:]}")
+                sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
