@@ -28,12 +28,11 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-
 from efficient_kan.kernels import _config, kan_chunked  # noqa: E402
 from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel  # noqa: E402
 from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
 
 # Pointers to knots, parameters and their gradients stay fp32; x, y, dy, the expanded buffer are
 # in the operand dtype.
