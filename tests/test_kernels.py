@@ -359,6 +359,14 @@ def test_custom_op_registration():
         args,
         test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
     )
+    # The backward op, with every combination of needed gradients (unneeded ones come back empty).
+    grad_y = torch.randn(4, 2, dtype=x.dtype, device=x.device)
+    for need in [(True, True, True), (True, False, False), (False, True, False), (False, False, True)]:
+        torch.library.opcheck(
+            torch.ops.efficient_kan.kan_linear_backward.default,
+            (grad_y, x.detach(), grid, *(t.detach() for t in args[2:5]), 2, 1, *need),
+            test_utils=("test_schema", "test_faketensor"),
+        )
 
 
 def _three_way(dev, dtype, n, i, o):
