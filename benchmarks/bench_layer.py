@@ -85,9 +85,16 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def time_it(fn, dev: torch.device, min_reps: int = 10, max_reps: int = 200, budget_s: float = 0.25) -> dict:
+# Repetitions per timing; --smoke lowers them (the interpreter is slow and its times meaningless).
+REPS = {"min_reps": 10, "max_reps": 200, "warmup": 3}
+
+
+def time_it(fn, dev: torch.device, min_reps: int | None = None, max_reps: int | None = None,
+            budget_s: float = 0.25) -> dict:  # fmt: skip
     """Per-iteration times (ms): median and 20/80 % quantiles, after warm-up (autotuning included)."""
-    for _ in range(3):
+    min_reps = REPS["min_reps"] if min_reps is None else min_reps
+    max_reps = REPS["max_reps"] if max_reps is None else max_reps
+    for _ in range(REPS["warmup"]):
         fn()
     _sync(dev)
     t0 = time.perf_counter()
@@ -334,7 +341,7 @@ def write_markdown(path: Path, data: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -351,7 +358,7 @@ def main() -> int:
         "--out", default=None, help="results folder (default: benchmarks/results; --smoke: a temp dir)"
     )
     ap.add_argument("--smoke", action="store_true", help="CPU: one tiny shape under the interpreter")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.out_given = args.out is not None
     if args.out is None:
         args.out = str(Path(__file__).resolve().parent / "results")
@@ -364,6 +371,7 @@ def main() -> int:
             "--smoke: one tiny shape on CPU (TRITON_INTERPRET=1) to check the script; timings are meaningless."
         )
         dev = torch.device("cpu")
+        REPS.update(min_reps=2, max_reps=2, warmup=1)
         data = {"meta": {"gpu_name": "CPU (smoke, interpreter)", "torch": torch.__version__, "triton": "-",
                          "date": "-", "command": "--smoke"}, "layer": {}, "training": {}}  # fmt: skip
         shape = (8, 16, 8, 5)

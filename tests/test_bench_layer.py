@@ -1,0 +1,34 @@
+"""benchmarks/bench_layer.py --smoke on CPU: the GPU benchmark script runs end to end (both Triton
+strategies checked against fp64, JSON and markdown written) before any GPU time is spent on it.
+Its timings under the interpreter mean nothing and are not looked at."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke mode is the CPU path of the script")
+def test_bench_layer_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_layer", REPO / "benchmarks" / "bench_layer.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    try:
+        assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    data = json.loads((tmp_path / "bench_layer_smoke.json").read_text())
+    rows = data["layer"]
+    for provider in bench.PROVIDERS:
+        for mode in bench.MODES:
+            assert "median_ms" in rows[f"8x16x8x5|fp32|{mode}|{provider}"], (provider, mode)
+    for provider in bench.TRITON_PROVIDERS:
+        assert rows[f"8x16x8x5|fp32|fwd+bwd|{provider}"]["rel_err_vs_fp64"] < 1e-5
+    md = (tmp_path / "bench_layer_smoke.md").read_text()
+    assert "| 8x16x8x5 | fp32 | fwd+bwd |" in md
