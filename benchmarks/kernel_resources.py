@@ -115,7 +115,9 @@ def main() -> int:
                 try:
                     r = compile_one(fn, {**base, **extra, **kwargs}, warps, stages, args.dtype)
                     shared = r["shared_from_triton"]  # dynamic shared memory; cuobjdump shows static only
-                    print(f"{kind:10s} {shape:6s} {desc:44s} {r.get('reg', -1):5d} {r.get('stack', -1):6d} {shared:7d}")
+                    print(
+                        f"{kind:10s} {shape:6s} {desc:44s} {r.get('reg', -1):5d} {r.get('stack', -1):6d} {shared:7d}"
+                    )
                 except Exception as e:  # a config the compiler rejects is a finding, not a crash
                     print(f"{kind:10s} {shape:6s} {desc:44s} FAILED: {type(e).__name__}: {str(e)[-160:]}")
                 sys.stdout.flush()
