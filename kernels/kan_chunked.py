@@ -17,8 +17,9 @@ The packed weight is ``Wt`` of shape ``(I * (NB + 1), O)``: row ``i * (NB + 1) +
 ``spline_weight[:, i, j] * spline_scaler[:, i]`` for ``j < NB`` and ``base_weight[:, i]`` for
 ``j = NB``, so a slice of features is a contiguous block of rows. ``_kan_pack_kernel`` builds it per
 call (in fp32, then cast once to the operand dtype, like the reference's product) and
-``_kan_unpack_kernel`` turns its gradient into the parameter gradients. Neither is saved for
-backward: autograd keeps ``x`` and the parameters only.
+``_kan_unpack_kernel`` turns its gradient into the parameter gradients; backward packs and
+unpacks one slice of features at a time, so those transients are slice-sized too. Neither is saved
+for backward: autograd keeps ``x`` and the parameters only.
 
 Precision is the products' own: ``torch.mm`` honours PyTorch's fp32 matmul setting (IEEE unless
 TF32 is allowed), accumulates bf16/fp16 in fp32 and rounds each output once, like ``nn.Linear``.
@@ -192,21 +193,27 @@ def _kan_unpack_kernel(
     stride_swj,
     stride_sco,
     stride_sci,
+    stride_dswo,
+    stride_dswi,
+    stride_dswj,
+    stride_go,
+    stride_gi,
     NB: tl.constexpr,
     HAS_SCALER: tl.constexpr,
     CDT: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_O: tl.constexpr,
 ):
-    """Parameter gradients from ``dWt`` (layout of ``Wt``), in ``CDT``, into contiguous outputs:
+    """Parameter gradients from ``dWt`` (layout of ``Wt``), in ``CDT``, into outputs of any strides
+    (``stride_go``/``stride_gi`` for the two ``(O, I)`` ones):
     ``d spline_weight = dWt * scaler``, ``d scaler = sum_j dWt * spline_weight``, ``d base = dWt[NB]``."""
     ri = tl.program_id(0).to(tl.int64) * BLOCK_I + tl.arange(0, BLOCK_I)
     ro = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     mask = (ri < I)[:, None] & (ro < O)[None, :]
     g_rows = dwt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
     w_src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
-    dsw_dst = dsw_ptr + ro[None, :] * (I * NB) + ri[:, None] * NB
-    oi = ro[None, :] * I + ri[:, None]  # (o, i) in the contiguous (O, I) outputs
+    dsw_dst = dsw_ptr + ro[None, :] * stride_dswo + ri[:, None] * stride_dswi
+    oi = ro[None, :] * stride_go + ri[:, None] * stride_gi  # (o, i) in the (O, I) outputs
     if HAS_SCALER:
         sc = tl.load(sc_ptr + ro[None, :] * stride_sco + ri[:, None] * stride_sci, mask=mask, other=0.0).to(
             CDT
@@ -217,7 +224,7 @@ def _kan_unpack_kernel(
         if HAS_SCALER:
             dsc += g * tl.load(w_src + j * stride_swj, mask=mask, other=0.0).to(CDT)
             g = g * sc
-        tl.store(dsw_dst + j, g.to(dsw_ptr.dtype.element_ty), mask=mask)
+        tl.store(dsw_dst + j * stride_dswj, g.to(dsw_ptr.dtype.element_ty), mask=mask)
     if HAS_SCALER:
         tl.store(dsc_ptr + oi, dsc.to(dsc_ptr.dtype.element_ty), mask=mask)
     gb = tl.load(g_rows + NB * O, mask=mask, other=0.0).to(CDT)
@@ -302,21 +309,28 @@ def pack_weights(
 
 
 def _unpack_grads(
-    dwt: torch.Tensor, spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None, acc: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    dwt: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    dbw: torch.Tensor,
+    dsw: torch.Tensor,
+    dsc: torch.Tensor | None,
+) -> None:
+    """Write the parameter gradients of the features ``dwt`` covers into ``dbw``, ``dsw``, ``dsc``
+    (views of the full gradients, any strides); ``spline_weight``/``spline_scaler`` are the same
+    features' slices."""
     n_out, n_in, nb = spline_weight.shape
-    dev = spline_weight.device
-    dbw = torch.empty((n_out, n_in), device=dev, dtype=acc)
-    dsw = torch.empty((n_out, n_in, nb), device=dev, dtype=acc)
-    dsc = torch.empty((n_out, n_in), device=dev, dtype=acc) if spline_scaler is not None else None
+    if n_in == 0 or n_out == 0:
+        return
     bi, bo = _weight_blocks()
     sc = spline_scaler if spline_scaler is not None else spline_weight
+    if dsc is not None and dsc.stride() != dbw.stride():
+        raise ValueError("d_scaler and d_base_weight must share strides")  # both come from one allocation
     _kan_unpack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
         dwt, spline_weight, sc, dsw, dsc if dsc is not None else dsw, dbw, n_in, n_out,
-        *spline_weight.stride(), *_sc_strides(spline_scaler),
-        NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(acc), BLOCK_I=bi, BLOCK_O=bo,
+        *spline_weight.stride(), *_sc_strides(spline_scaler), *dsw.stride(), *dbw.stride(),
+        NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(dbw.dtype), BLOCK_I=bi, BLOCK_O=bo,
     )  # fmt: skip
-    return dbw, dsw, dsc
 
 
 def chunked_fwd(
@@ -394,21 +408,33 @@ def chunked_bwd(
         )
 
     dy = grad_y.to(x.dtype)
-    wt = pack_weights(base_weight, spline_weight, spline_scaler, x.dtype) if need_dx else None
-    dwt = torch.empty((n_in * (nb + 1), n_out), device=dev, dtype=x.dtype) if need_dw else None
+    if need_dw:
+        dbw = torch.empty((n_out, n_in), device=dev, dtype=acc)
+        dsw = torch.empty((n_out, n_in, nb), device=dev, dtype=acc)
+        dsc = torch.empty((n_out, n_in), device=dev, dtype=acc) if spline_scaler is not None else None
     feats = max(1, min(n_in, chunk_bytes // (m * (nb + 1) * x.element_size())))
     buf = torch.empty(m * feats * (nb + 1), device=dev, dtype=x.dtype)
+    # Per slice of features: the packed weight and its gradient for those features only, so every
+    # transient is slice-sized; the gradients are unpacked straight into their slice.
     with torch.autocast(dev.type, enabled=False):
         for f0 in range(0, n_in, feats):
             f1 = min(n_in, f0 + feats)
-            c0, c1 = f0 * (nb + 1), f1 * (nb + 1)
-            a = buf[: m * (c1 - c0)].view(m, c1 - c0)
+            width = (f1 - f0) * (nb + 1)
+            a = buf[: m * width].view(m, width)
+            sw_f = spline_weight[:, f0:f1]
+            sc_f = spline_scaler[:, f0:f1] if spline_scaler is not None else None
             if need_dw:
                 _expand(x[:, f0:f1], grid[f0:f1], a, spline_order, act)
-                torch.mm(a.t(), dy, out=dwt[c0:c1])
+                dwt = torch.mm(a.t(), dy)  # (width, O): this slice's packed-weight gradient
+                _unpack_grads(
+                    dwt, sw_f, sc_f, dbw[:, f0:f1], dsw[:, f0:f1], dsc[:, f0:f1] if dsc is not None else None
+                )
+                del dwt
             if need_dx:
-                torch.mm(dy, wt[c0:c1].t(), out=a)  # dA for this slice, reusing the buffer
+                wt = pack_weights(base_weight[:, f0:f1], sw_f, sc_f, x.dtype)
+                torch.mm(dy, wt.t(), out=a)  # dA for this slice, reusing the buffer
+                del wt
                 _dx_reduce(a, x[:, f0:f1], grid[f0:f1], dx[:, f0:f1], spline_order, act)
     if not need_dw:
         return dx, None, None, None
-    return (dx, *_unpack_grads(dwt, spline_weight, spline_scaler, acc))
+    return dx, dbw, dsw, dsc
