@@ -34,6 +34,10 @@ from efficient_kan.kernels import chunked_bwd, chunked_fwd, kan_bwd_dw, kan_bwd_
 from efficient_kan.kernels._config import interpreting
 from efficient_kan.kernels.kan_chunked import DEFAULT_CHUNK_BYTES
 
+# TRITON_INTERPRET is read once (it must be set before triton is imported); a constant here keeps
+# functools.cache out of what torch.compile traces.
+_INTERPRETER = interpreting()
+
 __all__ = [
     "kan_linear_triton",
     "choose_strategy",
@@ -362,7 +366,7 @@ def _check(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_orde
         )
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if not x.is_cuda and not interpreting():
+    if not x.is_cuda and not _INTERPRETER:
         raise RuntimeError(
             "the Triton path needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported "
             "to run on CPU (slow; for tests)"
