@@ -324,8 +324,8 @@ def _unpack_grads(
         return
     bi, bo = _weight_blocks()
     sc = spline_scaler if spline_scaler is not None else spline_weight
-    if dsc is not None and dsc.stride() != dbw.stride():
-        raise ValueError("d_scaler and d_base_weight must share strides")  # both come from one allocation
+    if dsc is not None and dsc.stride() != dbw.stride():  # the kernel takes one set of (O, I) strides
+        raise ValueError(f"d_scaler strides {dsc.stride()} differ from d_base_weight's {dbw.stride()}")
     _kan_unpack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
         dwt, spline_weight, sc, dsw, dsc if dsc is not None else dsw, dbw, n_in, n_out,
         *spline_weight.stride(), *_sc_strides(spline_scaler), *dsw.stride(), *dbw.stride(),
