@@ -9,16 +9,17 @@ Two ways in, one implementation:
   ``efficient_kan::kan_linear_backward`` with fake implementations and a registered autograd
   formula, so a model of ``KANLinear``s traces with ``fullgraph=True`` and no graph break.
 
-Both save only ``x`` (in the operand dtype) and the parameters for backward; the
-``(batch, in, grid_size + spline_order)`` basis is recomputed inside the backward kernels and never
-stored. The scaled spline weight is packed on load inside the kernels (no packed copy either).
+Both run one of two strategies (:func:`choose_strategy`): ``fused`` (``kernels/kan_fwd.py``,
+``kan_bwd.py``: the basis lives only in registers, the scaled spline weight is packed on load) or
+``chunked`` (``kernels/kan_chunked.py``: the expanded input in bounded slices, multiplied by
+cuBLAS). Both save only ``x`` (in the operand dtype) and the parameters for backward; the
+``(batch, in, grid_size + spline_order)`` basis is recomputed in backward, never stored whole.
 
-Precision: accumulation is fp32 (fp64 for fp64 inputs, where ``tl.dot`` runs in fp64). For fp32
-operands the products follow PyTorch's fp32 matmul setting: IEEE unless
-``torch.get_float32_matmul_precision() != "highest"`` or ``torch.backends.cuda.matmul.allow_tf32``.
-Under ``torch.autocast`` the input is cast to the autocast dtype like ``nn.Linear``'s, the weights
-are packed in their own precision and cast to it on load, and the output has the autocast dtype.
-Knot arithmetic is always at least fp32.
+Precision: accumulation is fp32 (fp64 for fp64 inputs). For fp32 operands the products follow
+PyTorch's fp32 matmul setting (legacy ``set_float32_matmul_precision``/``allow_tf32`` or the newer
+``fp32_precision``): IEEE unless TF32 is allowed. Under ``torch.autocast`` the input is cast to the
+autocast dtype like ``nn.Linear``'s, the weights are packed in their own precision and cast to it,
+and the output has the autocast dtype. Knot arithmetic is always at least fp32.
 
 Fused base activations: ``"silu"`` and ``"identity"``; anything else raises here (the dispatcher in
 ``functional.py`` sends other activations to the PyTorch path).
@@ -341,10 +342,10 @@ def _op_backward(ctx, grad_y):
     return (
         dx if need[0] else None,
         None,
-        dbw.to(base_weight.dtype) if need[2] else None,
-        dsw.to(spline_weight.dtype) if need[3] else None,
-        dsc.to(spline_scaler.dtype) if need[4] else None,
-        db.to(bias.dtype) if need[5] else None,
+        _as(dbw, base_weight) if need[2] else None,
+        _as(dsw, spline_weight) if need[3] else None,
+        _as(dsc, spline_scaler) if need[4] else None,
+        _as(db, bias) if need[5] else None,
         None,
         None,
     )

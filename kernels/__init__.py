@@ -1,4 +1,5 @@
-"""Fused Triton kernels for KAN layers: ``@triton.jit`` kernels and thin launchers only.
+"""Triton kernels for KAN layers (fused: ``kan_fwd``/``kan_bwd``; chunked: ``kan_chunked``):
+``@triton.jit`` kernels and thin launchers only.
 
 Installed as ``efficient_kan.kernels``. Nothing here queries CUDA at import time.
 """
