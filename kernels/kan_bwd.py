@@ -132,6 +132,7 @@ def _kan_bwd_dw_kernel(
     I,
     O,
     M_BUCKET,  # autotune key only
+    SPLIT,  # batch slices (programs along axis 2); autotune key only
     ROWS_PER_SPLIT,
     stride_dym,
     stride_dyo,
@@ -230,6 +231,13 @@ def _kan_bwd_dw_kernel(
         tl.store(db_ptr + pid_s * O + rn, acc_db, mask=n_ok & (pid_i == 0))
 
 
+# Autotune keys: shapes (batch bucketed to a power of two) and every constexpr that changes the
+# kernel's work, so launches that compile differently never share a tuned config. (Triton adds the
+# pointer dtypes itself.)
+_DX_KEY = ["M_BUCKET", "I", "O", "NK", "K", "ACT", "HAS_SCALER", "PRECISION"]
+_DW_KEY = ["M_BUCKET", "SPLIT", "I", "O", "NK", "K", "ACT", "HAS_SCALER", "BIAS_GRAD", "PRECISION"]
+
+
 def _common(x, grid, spline_order):
     nk = grid.shape[1]
     nb = nk - 1 - spline_order
@@ -258,7 +266,7 @@ def kan_bwd_dx(
         return dx.zero_()
     sc = spline_scaler if spline_scaler is not None else spline_weight
     sc_strides = (sc.stride(0), sc.stride(1)) if spline_scaler is not None else (0, 0)
-    kernel = tuned("dx", _kan_bwd_dx_kernel, ["M_BUCKET", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
+    kernel = tuned("dx", _kan_bwd_dx_kernel, _DX_KEY, **meta_for(p, x.dtype))
 
     def launch_grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_in, meta["BLOCK_I"]))
@@ -324,14 +332,14 @@ def kan_bwd_dw(
         sc = spline_scaler if has_sc else spline_weight
         sc_strides = (sc.stride(0), sc.stride(1)) if has_sc else (0, 0)
         rows = triton.cdiv(triton.cdiv(max(m, 1), split), 128) * 128
-        kernel = tuned("dw", _kan_bwd_dw_kernel, ["M_BUCKET", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
+        kernel = tuned("dw", _kan_bwd_dw_kernel, _DW_KEY, **meta_for(p, x.dtype))
 
         def launch_grid(meta):
             return (triton.cdiv(n_in, meta["BLOCK_I"]), triton.cdiv(n_out, meta["BLOCK_N"]), split)
 
         kernel[launch_grid](
             grad_y, x, grid, spline_weight, sc, dsw, dsc if has_sc else dbw, dbw, db if db is not None else dbw,
-            m, n_in, n_out, next_pow2(m), rows,
+            m, n_in, n_out, next_pow2(m), split, rows,
             grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
             spline_weight.stride(0), spline_weight.stride(1), spline_weight.stride(2), *sc_strides,
             K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act,

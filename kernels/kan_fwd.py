@@ -121,6 +121,11 @@ def _kan_fwd_kernel(
     )
 
 
+# Autotune key: shapes (batch bucketed to a power of two, feature slices) and the constexprs that
+# change the kernel's work; Triton adds the pointer dtypes itself.
+_FWD_KEY = ["M_BUCKET", "SPLIT", "I", "O", "NK", "K", "ACT", "HAS_SCALER", "HAS_BIAS", "PRECISION"]
+
+
 def compute_tl_dtype(dtype: torch.dtype):
     """Accumulator / knot-arithmetic dtype: fp64 for fp64 operands, fp32 otherwise."""
     return tl.float64 if dtype == torch.float64 else tl.float32
@@ -173,7 +178,7 @@ def kan_fwd(
     stride_s = 0 if split == 1 else out.stride(0)
     sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
     sc_strides = (sc.stride(0), sc.stride(1)) if spline_scaler is not None else (0, 0)
-    kernel = tuned("fwd", _kan_fwd_kernel, ["M_BUCKET", "SPLIT", "I", "O", "NK", "K"], **meta_for(p, x.dtype))
+    kernel = tuned("fwd", _kan_fwd_kernel, _FWD_KEY, **meta_for(p, x.dtype))
 
     def launch_grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_out, meta["BLOCK_N"]), split)

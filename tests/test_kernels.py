@@ -369,6 +369,24 @@ def test_custom_op_registration():
         )
 
 
+def test_autotune_keys_name_kernel_arguments(strategy):
+    """Triton's autotuner silently skips a key that is not an argument name; a typo would let
+    launches that compile differently share one tuned config."""
+    import importlib
+
+    kan_fwd = importlib.import_module("efficient_kan.kernels.kan_fwd")  # the package exports
+    kan_bwd = importlib.import_module("efficient_kan.kernels.kan_bwd")  # functions of these names
+    if strategy != "fused":
+        pytest.skip("the chunked kernels are not autotuned")
+    for key, kernel in (
+        (kan_fwd._FWD_KEY, kan_fwd._kan_fwd_kernel),
+        (kan_bwd._DX_KEY, kan_bwd._kan_bwd_dx_kernel),
+        (kan_bwd._DW_KEY, kan_bwd._kan_bwd_dw_kernel),
+    ):
+        missing = set(key) - set(kernel.arg_names)
+        assert not missing, (kernel.fn.__name__, missing)
+
+
 def _three_way(dev, dtype, n, i, o):
     """flash-attention's bound: |x - x_ref| <= 2 |x_pt - x_ref| + atol, for y and every gradient,
     with x_ref the fp32 reference and x_pt the PyTorch path under the same autocast."""
