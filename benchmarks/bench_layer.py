@@ -17,7 +17,7 @@ Precisions: ``fp32`` (IEEE, ``set_float32_matmul_precision("highest")``), ``tf32
 ``fwd+bwd``. Time: median and 20/80 % quantiles of per-iteration CUDA-event timings. Memory: peak
 ``max_memory_allocated`` during one iteration minus what was allocated before it (outputs and
 gradients included). Also one ``KAN([784, 64, 10])`` training step (forward, backward, Adam) at
-batch 64 against an MLP of the same widths.
+batch 64 against an MLP of the same widths, eagerly and replayed from a CUDA graph.
 
 Writes ``benchmarks/results/bench_layer_<gpu>.json`` and ``.md`` (gpu name, torch/triton versions,
 date, command). Results are merged into an existing JSON by key, so a run can be split over calls
@@ -130,10 +130,10 @@ def peak_extra_mib(fn, dev: torch.device) -> float | None:
     return (torch.cuda.max_memory_allocated(dev) - base) / 2**20
 
 
-def precision_ctx(precision: str, dev: torch.device):
+def precision_ctx(precision: str, dev: torch.device, cache_enabled: bool = True):
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
     if precision == "bf16":
-        return torch.autocast(dev.type, dtype=torch.bfloat16)
+        return torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return nullcontext()
 
 
@@ -218,29 +218,60 @@ def measure(provider: str, shape, precision: str, mode: str, dev: torch.device) 
     return result
 
 
+TRAINING_KINDS = ("triton", "torch", "mlp", "triton+graph", "mlp+graph")
+
+
+def training_step_name(kind: str) -> str:
+    model = "MLP 784-64-10" if kind.startswith("mlp") else f"KAN([784,64,10]) {kind.split('+')[0]}"
+    return model + (", CUDA graph" if kind.endswith("+graph") else "")
+
+
 def measure_training_step(kind: str, dev: torch.device, precision: str) -> dict:
-    """One optimiser step at batch 64 for KAN([784, 64, 10]) (triton / torch backends) or the MLP."""
+    """One optimiser step at batch 64 for KAN([784, 64, 10]) (triton / torch backends) or the MLP.
+
+    ``+graph`` kinds capture the whole step (forward, backward, Adam with ``capturable=True``) in a
+    CUDA graph after three warm-up steps on a side stream (autotuning and the optimiser state happen
+    there) and time its replay: what a launch-bound model gets once Python and launch costs are
+    taken out. No memory figure for those (a replay allocates nothing).
+    """
+    graphed = kind.endswith("+graph")
+    if graphed and dev.type != "cuda":
+        raise RuntimeError("CUDA graphs need a CUDA device")
     torch.manual_seed(0)
-    if kind == "mlp":
+    if kind.startswith("mlp"):
         model = nn.Sequential(nn.Linear(784, 64), nn.SiLU(), nn.Linear(64, 10)).to(dev)
     else:
         model = KAN([784, 64, 10]).to(dev)
         for layer in model.modules():
             if hasattr(layer, "backend"):
-                layer.backend = kind
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                layer.backend = kind.split("+")[0]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=graphed)
     x = torch.rand(64, 784, device=dev)
     target = torch.randint(0, 10, (64,), device=dev)
 
     def step():
-        with precision_ctx(precision, dev):
+        # Autocast's weight-cast cache must be off under graph capture (PyTorch's CUDA graph notes).
+        with precision_ctx(precision, dev, cache_enabled=not graphed):
             loss = F.cross_entropy(model(x), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    result = time_it(step, dev)
-    result["peak_extra_mib"] = peak_extra_mib(step, dev)
+    if not graphed:
+        result = time_it(step, dev)
+        result["peak_extra_mib"] = peak_extra_mib(step, dev)
+        return result
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    result = time_it(graph.replay, dev)
+    result["peak_extra_mib"] = None
     return result
 
 
@@ -384,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                 err = f", rel err {r['rel_err_vs_fp64']:.1e}" if "rel_err_vs_fp64" in r else ""
                 print(f"  {provider:10s} {mode:8s} {r['median_ms']:.2f} ms{err}")
         r = measure_training_step("torch", dev, "fp32")
-        data["training"]["KAN([784,64,10]) torch|fp32"] = r
+        data["training"][f"{training_step_name('torch')}|fp32"] = r
         print(f"  KAN([784,64,10]) torch step {r['median_ms']:.2f} ms")
         out = Path(args.out) if args.out_given else Path(tempfile.mkdtemp(prefix="bench_layer_smoke_"))
         out.mkdir(parents=True, exist_ok=True)
@@ -450,8 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.no_training and not stopped:
         for precision in args.precisions:
-            for kind in ("triton", "torch", "mlp"):
-                name = "MLP 784-64-10" if kind == "mlp" else f"KAN([784,64,10]) {kind}"
+            for kind in TRAINING_KINDS:
+                name = training_step_name(kind)
                 if args.skip_done and "median_ms" in data["training"].get(f"{name}|{precision}", {}):
                     continue
                 try:

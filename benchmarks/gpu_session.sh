@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_session.sh check                  # GPU + versions, all kernel tests incl. GPU-only
 #   bash benchmarks/gpu_session.sh bench bf16 [--shapes ...]  # then tf32, fp32: bench_layer.py per precision
 #                                                         # (stops after 8 min; repeat to continue)
+#   bash benchmarks/gpu_session.sh profile [--shape ...]  # per-kernel device times (profile_layer.py),
+#                                                         # default 4096x1024x1024x5 bf16: fused, chunked, floor
 #   bash benchmarks/gpu_session.sh mnist fashion-mnist    # KAN vs MLP table (resumable; repeat until complete)
 #
 # Fashion-MNIST is not on the GPU machine: carry data/fashion-mnist (from `apt-get install
@@ -29,12 +31,15 @@ case "${1:-}" in
     python benchmarks/bench_layer.py --precisions "${2:?precision: fp32, tf32 or bf16}" --out "$out" \
       --skip-done --max-minutes 8 "${@:3}"
     ;;
+  profile)
+    python benchmarks/profile_layer.py --out "$out" "${@:2}"
+    ;;
   mnist)
     cp benchmarks/results/mnist_"${2:?dataset: mnist-5k or fashion-mnist}"_nvidia*.json "$out"/ 2>/dev/null || true
     python benchmarks/mnist_table.py --dataset "$2" --max-minutes 8 --out "$out"
     ;;
   *)
-    echo "usage: $0 check | bench fp32|tf32|bf16 | mnist mnist-5k|fashion-mnist" >&2
+    echo "usage: $0 check | bench fp32|tf32|bf16 | profile [args] | mnist mnist-5k|fashion-mnist" >&2
     exit 2
     ;;
 esac

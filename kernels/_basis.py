@@ -43,8 +43,10 @@ def _basis_tile(
 
     ``row_ptr`` (shape ``(1, BLOCK_I)``) points at each feature's first knot; ``feat_ok`` masks
     features past the end. Column ``j < NB`` holds ``B_j(x)`` (or ``B_j'(x)`` when ``DERIV``);
-    columns ``NB <= j < P`` are zero padding. Only the ``K + 1`` non-zero values are computed; the
-    tile is then filled by ``K + 1`` selects against the lane index ``j - (s - K)``.
+    columns ``NB <= j < P`` are zero padding. Only the ``K + 1`` non-zero values are computed; each
+    lane ``j`` then takes one of them by ``K + 1`` selects against ``j - (s - K)``, and the lanes
+    are stacked with ``tl.join`` (see the comment there: it keeps the recursion from being
+    recomputed per lane).
     """
     k_first = tl.load(row_ptr).to(x.dtype)
     k_last = tl.load(row_ptr + (NK - 1) * stride_gt).to(x.dtype)
@@ -99,12 +101,38 @@ def _basis_tile(
     src = vals
     if DERIV:
         src = ders
-    jj = tl.arange(0, P)[None, None, :]
-    lane = jj - (s - K)[:, :, None]
-    out = tl.zeros((x.shape[0], x.shape[1], P), dtype=x.dtype)
+    # One (BLOCK_M, BLOCK_I) tensor per lane, then a tree of joins: tl.join adds a minor dimension
+    # held inside each thread, so a thread keeps all P lanes of its own (row, feature) pairs and the
+    # span search and de Boor run once per pair (a broadcast over a P axis let Triton spread the
+    # lanes over threads, each recomputing the whole recursion).
+    d = s - K  # lane of src[0]
+    if P > 64:  # very wide bases (grid_size + order > 64): a select per element of a 3-D tile
+        jj = tl.arange(0, P)[None, None, :]
+        lane = jj - d[:, :, None]
+        out = tl.zeros((x.shape[0], x.shape[1], P), dtype=x.dtype)
+        for r in tl.static_range(K + 1):
+            out = tl.where(lane == r, src[r][:, :, None], out)
+        return tl.where(inside[:, :, None] & (jj < NB), out, 0.0)
+    masked = ()
     for r in tl.static_range(K + 1):
-        out = tl.where(lane == r, src[r][:, :, None], out)
-    return tl.where(inside[:, :, None] & (jj < NB), out, 0.0)
+        masked = masked + (tl.where(inside, src[r], 0.0),)
+    lanes = ()
+    for j in tl.static_range(P):
+        v = zero
+        if j < NB:
+            for r in tl.static_range(K + 1):
+                v = tl.where(d == j - r, masked[r], v)
+        lanes = lanes + (v,)
+    # Level by level, lane t joins lane t + half: the flattened minor dimensions then count lanes
+    # in natural order (the last join's index is the lowest bit).
+    for level in tl.static_range(1, 7):  # P <= 64
+        if (P >> level) >= 1:
+            nxt = ()
+            for t in tl.static_range(P >> level):
+                nxt = nxt + (tl.join(lanes[t], lanes[t + (P >> level)]),)
+            lanes = nxt
+    out = lanes[0]
+    return tl.reshape(out, (x.shape[0], x.shape[1], P))
 
 
 @triton.jit

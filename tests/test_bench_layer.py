@@ -32,3 +32,22 @@ def test_bench_layer_smoke(tmp_path, capsys):
         assert rows[f"8x16x8x5|fp32|fwd+bwd|{provider}"]["rel_err_vs_fp64"] < 1e-5
     md = (tmp_path / "bench_layer_smoke.md").read_text()
     assert "| 8x16x8x5 | fp32 | fwd+bwd |" in md
+    assert "median_ms" in data["training"][f"{bench.training_step_name('torch')}|fp32"]
+    # The CUDA-graph training steps (GPU only) have names of their own and refuse a CPU device.
+    names = {bench.training_step_name(kind) for kind in bench.TRAINING_KINDS}
+    assert len(names) == len(bench.TRAINING_KINDS)
+    with pytest.raises(RuntimeError, match="CUDA graphs"):
+        bench.measure_training_step("mlp+graph", torch.device("cpu"), "fp32")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke mode is the CPU path of the script")
+def test_profile_layer_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("profile_layer", REPO / "benchmarks" / "profile_layer.py")
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    assert prof.main(["--smoke", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "profile_8x16x8x5_bf16.txt").read_text()
+    for provider in ("fused", "chunked", "floor"):
+        assert f"== {provider}" in report
+        assert (tmp_path / f"profile_8x16x8x5_bf16_{provider}.json").stat().st_size > 0
+    assert "failed" not in report
