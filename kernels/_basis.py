@@ -106,33 +106,36 @@ def _basis_tile(
     # span search and de Boor run once per pair (a broadcast over a P axis let Triton spread the
     # lanes over threads, each recomputing the whole recursion).
     d = s - K  # lane of src[0]
+    # (The two forms are the two branches of one constexpr if: Triton keeps compiling the
+    # statements after a `return` inside an if, so an early return would not do.)
     if P > 64:  # very wide bases (grid_size + order > 64): a select per element of a 3-D tile
         jj = tl.arange(0, P)[None, None, :]
         lane = jj - d[:, :, None]
         out = tl.zeros((x.shape[0], x.shape[1], P), dtype=x.dtype)
         for r in tl.static_range(K + 1):
             out = tl.where(lane == r, src[r][:, :, None], out)
-        return tl.where(inside[:, :, None] & (jj < NB), out, 0.0)
-    masked = ()
-    for r in tl.static_range(K + 1):
-        masked = masked + (tl.where(inside, src[r], 0.0),)
-    lanes = ()
-    for j in tl.static_range(P):
-        v = zero
-        if j < NB:
-            for r in tl.static_range(K + 1):
-                v = tl.where(d == j - r, masked[r], v)
-        lanes = lanes + (v,)
-    # Level by level, lane t joins lane t + half: the flattened minor dimensions then count lanes
-    # in natural order (the last join's index is the lowest bit).
-    for level in tl.static_range(1, 7):  # P <= 64
-        if (P >> level) >= 1:
-            nxt = ()
-            for t in tl.static_range(P >> level):
-                nxt = nxt + (tl.join(lanes[t], lanes[t + (P >> level)]),)
-            lanes = nxt
-    out = lanes[0]
-    return tl.reshape(out, (x.shape[0], x.shape[1], P))
+        out = tl.where(inside[:, :, None] & (jj < NB), out, 0.0)
+    else:
+        masked = ()
+        for r in tl.static_range(K + 1):
+            masked = masked + (tl.where(inside, src[r], 0.0),)
+        lanes = ()
+        for j in tl.static_range(P):
+            v = zero
+            if j < NB:
+                for r in tl.static_range(K + 1):
+                    v = tl.where(d == j - r, masked[r], v)
+            lanes = lanes + (v,)
+        # Level by level, lane t joins lane t + half: the flattened minor dimensions then count
+        # lanes in natural order (the last join's index is the lowest bit).
+        for level in tl.static_range(1, 7):  # P <= 64
+            if (P >> level) >= 1:
+                nxt = ()
+                for t in tl.static_range(P >> level):
+                    nxt = nxt + (tl.join(lanes[t], lanes[t + (P >> level)]),)
+                lanes = nxt
+        out = tl.reshape(lanes[0], (x.shape[0], x.shape[1], P))
+    return out
 
 
 @triton.jit

@@ -507,23 +507,30 @@ from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel
 from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel
 
 fp32_ptrs = ("g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr", "db_ptr")
-consts0 = dict(K=3, NK=12, NB=8, ACT=1, HAS_SCALER=True, HAS_BIAS=True, BIAS_GRAD=True, CDT=triton.language.float32)
+consts0 = dict(ACT=1, HAS_SCALER=True, HAS_BIAS=True, BIAS_GRAD=True, CDT=triton.language.float32)
 if sys.argv[1] == "fused":
     kernels = []
-    for kind, fn in (("fwd", _kan_fwd_kernel), ("dx", _kan_bwd_dx_kernel), ("dw", _kan_bwd_dw_kernel)):
-        cfg = _config._configs_gpu(kind, 0, False)[0]
-        extra = dict(P=8, LOG_NK=4, PRECISION="ieee", **cfg.kwargs)
-        kernels.append((kind, fn, extra, cfg.num_warps, cfg.num_stages))
+    # Every form of the basis tile: joined lanes (P = 8, 32) and the 3-D broadcast (P = 128).
+    for k, g in ((3, 5), (3, 20), (5, 64)):
+        nb, nk = g + k, g + 2 * k + 1
+        p = _config.next_pow2(nb)
+        for kind, fn in (("fwd", _kan_fwd_kernel), ("dx", _kan_bwd_dx_kernel), ("dw", _kan_bwd_dw_kernel)):
+            cfg = _config._configs_gpu(kind, p if p >= 32 else 0, False)[0]
+            extra = dict(K=k, NK=nk, NB=nb, P=p, LOG_NK=(nk - 1).bit_length(), PRECISION="ieee", **cfg.kwargs)
+            kernels.append((f"{kind} G{g}K{k}", fn, extra, cfg.num_warps, cfg.num_stages))
 else:
-    bm, bi, warps = kan_chunked._tile_blocks(16)
     wi, wo = kan_chunked._weight_blocks()
-    tile = dict(P=16, LOG_NK=4, BLOCK_M=bm, BLOCK_I=bi)
     kernels = [
-        ("expand", kan_chunked._kan_expand_kernel, tile, warps, 1),
-        ("dx_reduce", kan_chunked._kan_dx_reduce_kernel, tile, warps, 1),
-        ("pack", kan_chunked._kan_pack_kernel, dict(BLOCK_I=wi, BLOCK_O=wo), 4, 1),
-        ("unpack", kan_chunked._kan_unpack_kernel, dict(BLOCK_I=wi, BLOCK_O=wo), 4, 1),
+        ("pack", kan_chunked._kan_pack_kernel, dict(K=3, NK=12, NB=8, P=16, BLOCK_I=wi, BLOCK_O=wo), 4, 1),
+        ("unpack", kan_chunked._kan_unpack_kernel, dict(K=3, NK=12, NB=8, P=16, BLOCK_I=wi, BLOCK_O=wo), 4, 1),
     ]
+    for k, g in ((3, 5), (3, 20), (5, 64)):
+        nb, nk = g + k, g + 2 * k + 1
+        p = _config.next_pow2(nb + 1)
+        bm, bi, warps = kan_chunked._tile_blocks(p)
+        tile = dict(K=k, NK=nk, NB=nb, P=p, LOG_NK=(nk - 1).bit_length(), BLOCK_M=bm, BLOCK_I=bi)
+        kernels.append((f"expand G{g}K{k}", kan_chunked._kan_expand_kernel, tile, warps, 1))
+        kernels.append((f"dx_reduce G{g}K{k}", kan_chunked._kan_dx_reduce_kernel, tile, warps, 1))
 for kind, fn, extra, num_warps, num_stages in kernels:
     consts = {n: v for n, v in {**consts0, **extra}.items() if n in fn.arg_names}
     sig = {}
@@ -544,8 +551,9 @@ for kind, fn, extra, num_warps, num_stages in kernels:
 
 @pytest.mark.slow
 def test_kernels_compile_for_sm90(strategy):
-    """Ahead-of-time compile of each strategy's kernels (default config, bf16) for sm_90, with no
-    GPU: Triton frontend to cubin with the bundled ptxas, in a subprocess without TRITON_INTERPRET.
+    """Ahead-of-time compile of each strategy's kernels (default config, bf16; the fused ones at
+    grid 5, 20 and 64, one per form of the basis tile) for sm_90, with no GPU: Triton frontend to
+    cubin with the bundled ptxas, in a subprocess without TRITON_INTERPRET.
 
     The interpreter runs kernels as Python and accepts code the GPU compiler rejects; this catches
     that, and checks the default configs fit the H100's 227 KiB of shared memory.
