@@ -56,7 +56,10 @@ def _configs(kind: str, p: int, fp64: bool) -> list[triton.Config]:
         # Small blocks so CPU tests hit the masks, several programs and both base-branch forms;
         # the interpreter ignores warps.
         bi = 16 if p == 0 else max(1, 128 // p)
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": bi}, num_warps=4)]
+        meta = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": bi}
+        if kind == "fwd":  # one spline sub-block (tests/test_kernels.py covers several)
+            meta["SUB_I"] = bi
+        return [triton.Config(meta, num_warps=4)]
     return _configs_gpu(kind, p, fp64)
 
 
@@ -65,10 +68,11 @@ def _configs_gpu(kind: str, p: int, fp64: bool) -> list[triton.Config]:
     parameters (spline_weight and scaler), so each pipeline stage costs 2 fp32 tiles of shared
     memory; sm_90 compiles of the forward at 3 stages need 250-400 KiB (over the 227 KiB limit)."""
 
-    def c(bm, bn, warps, stages, bi=16):
-        return triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_I": bi}, num_warps=warps, num_stages=stages
-        )
+    def c(bm, bn, warps, stages, bi=16, sub=None):
+        meta = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_I": bi}
+        if kind == "fwd":  # the forward's spline product runs in sub-blocks of SUB_I features
+            meta["SUB_I"] = sub or bi
+        return triton.Config(meta, num_warps=warps, num_stages=stages)
 
     if p:
         b128, b256 = max(1, 128 // p), max(1, 256 // p)  # features per expanded tile of 128 / 256
@@ -92,13 +96,14 @@ def _configs_gpu(kind: str, p: int, fp64: bool) -> list[triton.Config]:
     # (G=5, K=3, bf16) with triton 3.6 and 3.8 (benchmarks/results/kernel_resources_sm90.md); it is
     # the one used without autotuning.
     if kind == "fwd":
+        # Wide output tiles reuse each basis tile for more outputs; they run the spline product in
+        # sub-blocks of 4 features, which keeps their packed weight tiles from spilling.
         return [
             c(32, 64, 4, 1),
             c(128, 64, 8, 1),
-            c(64, 128, 8, 1),
-            c(128, 128, 8, 1),
-            c(64, 256, 8, 1),
-            c(64, 64, 4, 2),
+            c(64, 128, 8, 1, sub=4),
+            c(128, 128, 8, 1, sub=4),
+            c(64, 256, 8, 1, sub=4),
         ]
     if kind == "dx":
         return [c(128, 32, 8, 2), c(128, 64, 8, 1), c(64, 32, 4, 2), c(64, 64, 4, 2), c(32, 64, 4, 2)]

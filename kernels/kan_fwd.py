@@ -3,9 +3,11 @@
 Each program owns a ``(BLOCK_M, BLOCK_N)`` tile of ``y`` (or, when those tiles are too few to fill
 the GPU, of one of ``SPLIT`` fp32 partial sums over slices of the input features, summed on the
 host: small batches would otherwise run the whole reduction over ``I`` on a handful of SMs). For
-every block of ``BLOCK_I`` input features it loads ``x``, builds the ``(BLOCK_M, BLOCK_I * P)`` basis tile in registers
-(``P = next_pow2(G + K)``, the padding lanes are zero), packs the matching weight tile on load and
-accumulates two ``tl.dot`` products (spline branch, base branch) in fp32 (fp64 for fp64 inputs).
+every block of ``BLOCK_I`` input features it loads ``x`` and accumulates the base branch
+``act(x) @ base_weight^T``; then, per sub-block of ``SUB_I`` features, it builds the
+``(BLOCK_M, SUB_I * P)`` basis tile in registers (``P = next_pow2(G + K)``, the padding lanes are
+zero), packs the matching weight tile on load and accumulates the spline product; all ``tl.dot``
+accumulation is fp32 (fp64 for fp64 inputs).
 The basis never goes to memory.
 """
 
@@ -62,6 +64,7 @@ def _kan_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_I: tl.constexpr,
+    SUB_I: tl.constexpr,  # features per spline product (divides BLOCK_I)
 ):
     pid_m = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1).to(tl.int64)
@@ -74,8 +77,8 @@ def _kan_fwd_kernel(
     n_ok = rn < O
     DOT = x_ptr.dtype.element_ty  # operand dtype: x's (already cast by autocast on the host)
 
-    # Expanded column c = i * P + j of the current feature block, as (feature, lane) pairs.
-    cc = tl.arange(0, BLOCK_I * P)
+    # Expanded column c = i * P + j of the current feature sub-block, as (feature, lane) pairs.
+    cc = tl.arange(0, SUB_I * P)
     ci_local = cc // P
     cj = cc % P
 
@@ -88,19 +91,6 @@ def _kan_fwd_kernel(
             mask=m_ok[:, None] & i_ok[None, :],
             other=0.0,
         ).to(CDT)
-        # Clamp masked features onto a real row of knots so every load is in bounds.
-        row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
-        basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
-        a = tl.reshape(basis, (BLOCK_M, BLOCK_I * P)).to(DOT)
-
-        ci = i0 + ci_local.to(tl.int64)
-        w_mask = ((ci < i_end) & (cj < NB))[:, None] & n_ok[None, :]
-        w = _packed_w(
-            sw_ptr, sc_ptr, ci[:, None], cj[:, None], rn[None, :], w_mask,
-            stride_swo, stride_swi, stride_swj, stride_sco, stride_sci, HAS_SCALER, CDT,
-        ).to(DOT)  # fmt: skip
-        acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
-
         wb = tl.load(
             bw_ptr + rn[None, :] * stride_bwo + ri[:, None] * stride_bwi,
             mask=i_ok[:, None] & n_ok[None, :],
@@ -111,6 +101,33 @@ def _kan_fwd_kernel(
             acc = tl.dot(xa, wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
         else:  # wide bases, few features per block: tl.dot needs 16; this branch is P times smaller
             acc += tl.sum(xa.to(CDT)[:, :, None] * wb.to(CDT)[None, :, :], axis=1)
+
+        # Spline branch in sub-blocks of SUB_I features: a smaller packed weight tile is live at a
+        # time (it is packed on load through registers), which is what spills at wide BLOCK_N.
+        for h in tl.static_range(BLOCK_I // SUB_I):
+            if SUB_I == BLOCK_I:
+                xs = x
+                rs = ri
+                s_ok = i_ok
+            else:  # reload the sub-block's x (an L1 hit) rather than slice registers
+                rs = i0 + h * SUB_I + tl.arange(0, SUB_I).to(tl.int64)
+                s_ok = rs < i_end
+                xs = tl.load(
+                    x_ptr + rm[:, None] * stride_xm + rs[None, :] * stride_xi,
+                    mask=m_ok[:, None] & s_ok[None, :],
+                    other=0.0,
+                ).to(CDT)
+            # Clamp masked features onto a real row of knots so every load is in bounds.
+            row = g_ptr + tl.minimum(rs, I - 1)[None, :] * stride_gi
+            basis = _basis_tile(xs, row, stride_gt, s_ok[None, :], K, NK, NB, P, LOG_NK, False)
+            a = tl.reshape(basis, (BLOCK_M, SUB_I * P)).to(DOT)
+            ci = i0 + h * SUB_I + ci_local.to(tl.int64)
+            w_mask = ((ci < i_end) & (cj < NB))[:, None] & n_ok[None, :]
+            w = _packed_w(
+                sw_ptr, sc_ptr, ci[:, None], cj[:, None], rn[None, :], w_mask,
+                stride_swo, stride_swi, stride_swj, stride_sco, stride_sci, HAS_SCALER, CDT,
+            ).to(DOT)  # fmt: skip
+            acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
 
     if HAS_BIAS:  # once: in the first slice's partial when split
         acc += tl.load(b_ptr + rn * stride_b, mask=n_ok & (pid_s == 0), other=0.0).to(CDT)[None, :]

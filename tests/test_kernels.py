@@ -139,6 +139,29 @@ def test_forward_split_over_features(monkeypatch, n, i, o, g, k, split, dtype):
     compare(x, grid, params, k)
 
 
+def test_forward_spline_sub_blocks(monkeypatch, strategy):
+    """The forward's spline product in sub-blocks of 4 features (GPU configs with wide output
+    tiles use them), with ragged feature counts and a feature split."""
+    from efficient_kan.kernels import _config
+
+    if strategy != "fused":
+        pytest.skip("a fused-forward config")
+    real = _config._configs
+
+    def configs(kind, p, fp64):
+        cfgs = real(kind, p, fp64)
+        if kind == "fwd" and p == 0:
+            cfgs[0].kwargs["SUB_I"] = 4
+        return cfgs
+
+    monkeypatch.setattr(_config, "_configs", configs)
+    monkeypatch.setattr(_config, "_TUNED", {})  # wrappers built from the patched list
+    x, grid, params = make_case(9, 37, 5, 5, 3)
+    compare(x, grid, params, 3)
+    x, grid, params = make_case(6, 21, 4, 3, 2, dtype=torch.float32)
+    compare(x, grid, params, 2)
+
+
 def test_strided_bias():
     x, grid, params = make_case(7, 5, 6, 5, 3)
     params["bias"] = torch.randn(12, dtype=torch.float64, device=x.device, requires_grad=True)[::2]
