@@ -155,30 +155,3 @@ def _act_grad(x, ACT: tl.constexpr):
         sg = 1.0 / (1.0 + tl.exp(-x))
         g = sg * (1.0 + x * (1.0 - sg))
     return g
-
-
-@triton.jit
-def _packed_w(
-    sw_ptr,
-    sc_ptr,
-    fi,
-    fj,
-    fo,
-    mask,
-    stride_swo,
-    stride_swi,
-    stride_swj,
-    stride_sco,
-    stride_sci,
-    HAS_SCALER: tl.constexpr,
-    CDT: tl.constexpr,
-):
-    """Packed spline weight ``spline_weight[o, i, j] * spline_scaler[o, i]`` at broadcast indices.
-
-    Packing is done on load (in the compute dtype, like the reference's fp32 product), so no packed
-    copy of the weights is ever allocated; ``mask`` zeroes padded lanes ``j >= NB`` and edges.
-    """
-    w = tl.load(sw_ptr + fo * stride_swo + fi * stride_swi + fj * stride_swj, mask=mask, other=0.0).to(CDT)
-    if HAS_SCALER:
-        w = w * tl.load(sc_ptr + fo * stride_sco + fi * stride_sci, mask=mask, other=0.0).to(CDT)
-    return w

@@ -97,13 +97,14 @@ def _configs_gpu(kind: str, p: int, fp64: bool) -> list[triton.Config]:
     # the one used without autotuning.
     if kind == "fwd":
         # Wide output tiles reuse each basis tile for more outputs; they run the spline product in
-        # sub-blocks of 4 features, which keeps their packed weight tiles from spilling.
+        # sub-blocks of 2 features, which keeps their packed weight tiles from spilling.
         return [
             c(32, 64, 4, 1),
             c(128, 64, 8, 1),
-            c(64, 128, 8, 1, sub=4),
-            c(128, 128, 8, 1, sub=4),
-            c(64, 256, 8, 1, sub=4),
+            c(64, 128, 4, 1, sub=2),
+            c(128, 128, 8, 1, sub=2),
+            c(128, 256, 8, 1, sub=2),
+            c(64, 256, 8, 1, sub=2),
         ]
     if kind == "dx":
         return [c(128, 32, 8, 2), c(128, 64, 8, 1), c(64, 32, 4, 2), c(64, 64, 4, 2), c(32, 64, 4, 2)]

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile, _packed_w
+from ._basis import _act, _act_grad, _basis_tile
 from ._config import interpreting, meta_for, next_pow2, num_sms, tuned
 from .kan_fwd import compute_tl_dtype
 
@@ -86,10 +86,20 @@ def _kan_bwd_dx_kernel(
             mask=m_ok[:, None] & n_ok[None, :],
             other=0.0,
         ).to(DOT)
-        wt = _packed_w(
-            sw_ptr, sc_ptr, ci[None, :], cj[None, :], rn[:, None], n_ok[:, None] & c_ok[None, :],
-            stride_swo, stride_swi, stride_swj, stride_sco, stride_sci, HAS_SCALER, CDT,
-        ).to(DOT)  # fmt: skip
+        # Packed on load (see _kan_fwd_kernel): the scaler once per feature, broadcast over lanes.
+        wt = tl.load(
+            sw_ptr + rn[:, None] * stride_swo + ci[None, :] * stride_swi + cj[None, :] * stride_swj,
+            mask=n_ok[:, None] & c_ok[None, :],
+            other=0.0,
+        ).to(CDT)
+        if HAS_SCALER:
+            sc = tl.load(
+                sc_ptr + rn[:, None] * stride_sco + ri[None, :] * stride_sci,
+                mask=n_ok[:, None] & i_ok[None, :],
+                other=0.0,
+            ).to(CDT)
+            wt = tl.reshape(tl.reshape(wt, (BLOCK_N, BLOCK_I, P)) * sc[:, :, None], (BLOCK_N, BLOCK_I * P))
+        wt = wt.to(DOT)
         acc_s = tl.dot(dy, wt, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
         wbt = tl.load(
             bw_ptr + rn[:, None] * stride_bwo + ri[None, :] * stride_bwi,
@@ -208,8 +218,12 @@ def _kan_bwd_dw_kernel(
     n_w = I * NB  # elements per output row of spline_weight's gradient
     dsw = acc_s
     if HAS_SCALER:
-        sc = tl.load(sc_ptr + rn[None, :] * stride_sco + ci[:, None] * stride_sci, mask=c_mask, other=0.0)
-        dsw = acc_s * sc.to(CDT)
+        sc = tl.load(
+            sc_ptr + rn[None, :] * stride_sco + ri[:, None] * stride_sci,
+            mask=i_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        ).to(CDT)
+        dsw = tl.reshape(tl.reshape(acc_s, (BLOCK_I, P, BLOCK_N)) * sc[:, None, :], (BLOCK_I * P, BLOCK_N))
         sw = tl.load(
             sw_ptr + rn[None, :] * stride_swo + ci[:, None] * stride_swi + cj[:, None] * stride_swj,
             mask=c_mask,

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _basis_tile, _packed_w
+from ._basis import _act, _basis_tile
 from ._config import interpreting, meta_for, next_pow2, num_sms, tuned
 
 
@@ -123,10 +123,22 @@ def _kan_fwd_kernel(
             a = tl.reshape(basis, (BLOCK_M, SUB_I * P)).to(DOT)
             ci = i0 + h * SUB_I + ci_local.to(tl.int64)
             w_mask = ((ci < i_end) & (cj < NB))[:, None] & n_ok[None, :]
-            w = _packed_w(
-                sw_ptr, sc_ptr, ci[:, None], cj[:, None], rn[None, :], w_mask,
-                stride_swo, stride_swi, stride_swj, stride_sco, stride_sci, HAS_SCALER, CDT,
-            ).to(DOT)  # fmt: skip
+            # Packed on load, in the compute dtype like the reference's fp32 product. The scaler
+            # is loaded once per feature and broadcast over its P lanes (a gather per lane costs
+            # P times the pointers and registers).
+            w = tl.load(
+                sw_ptr + rn[None, :] * stride_swo + ci[:, None] * stride_swi + cj[:, None] * stride_swj,
+                mask=w_mask,
+                other=0.0,
+            ).to(CDT)
+            if HAS_SCALER:
+                sc = tl.load(
+                    sc_ptr + rn[None, :] * stride_sco + rs[:, None] * stride_sci,
+                    mask=s_ok[:, None] & n_ok[None, :],
+                    other=0.0,
+                ).to(CDT)
+                w = tl.reshape(tl.reshape(w, (SUB_I, P, BLOCK_N)) * sc[:, None, :], (SUB_I * P, BLOCK_N))
+            w = w.to(DOT)
             acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
 
     if HAS_BIAS:  # once: in the first slice's partial when split
