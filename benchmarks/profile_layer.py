@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default="4096x1024x1024x5", help="batch x in x out x grid")
     ap.add_argument("--precision", default="bf16", choices=bench.PRECISIONS)
-    ap.add_argument(
-        "--providers", nargs="+", default=["fused", "chunked", "floor"], choices=bench.PROVIDERS
-    )
+    ap.add_argument("--providers", nargs="+", default=["fused", "chunked", "floor"], choices=bench.PROVIDERS)
     ap.add_argument("--iters", type=int, default=10, help="profiled forward+backward calls")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the table and traces")
     ap.add_argument("--smoke", action="store_true", help="CPU: one tiny shape under the interpreter")

@@ -4,8 +4,8 @@ Each program owns a ``(BLOCK_M, BLOCK_N)`` tile of ``y`` (or, when those tiles a
 the GPU, of one of ``SPLIT`` fp32 partial sums over slices of the input features, summed on the
 host: small batches would otherwise run the whole reduction over ``I`` on a handful of SMs). For
 every block of ``BLOCK_I`` input features it loads ``x`` and accumulates the base branch
-``act(x) @ base_weight^T``; then, per sub-block of ``SUB_I`` features, it builds the
-``(BLOCK_M, SUB_I * P)`` basis tile in registers (``P = next_pow2(G + K)``, the padding lanes are
+``act(x) @ base_weight^T``; then, per sub-block of ``SUB_I`` features (widened to 16 expanded
+columns for narrow bases), it builds the ``(BLOCK_M, SUB_I * P)`` basis tile in registers (``P = next_pow2(G + K)``, the padding lanes are
 zero), packs the matching weight tile on load and accumulates the spline product; all ``tl.dot``
 accumulation is fp32 (fp64 for fp64 inputs).
 The basis never goes to memory.
@@ -77,8 +77,12 @@ def _kan_fwd_kernel(
     n_ok = rn < O
     DOT = x_ptr.dtype.element_ty  # operand dtype: x's (already cast by autocast on the host)
 
+    # Features per spline product: SUB_I, but at least 16 expanded columns (tl.dot's minimum) for
+    # narrow bases; never more than the block.
+    SUB: tl.constexpr = min(BLOCK_I, SUB_I if SUB_I * P >= 16 else 16 // P)
+    tl.static_assert(BLOCK_I % SUB == 0)
     # Expanded column c = i * P + j of the current feature sub-block, as (feature, lane) pairs.
-    cc = tl.arange(0, SUB_I * P)
+    cc = tl.arange(0, SUB * P)
     ci_local = cc // P
     cj = cc % P
 
@@ -102,15 +106,15 @@ def _kan_fwd_kernel(
         else:  # wide bases, few features per block: tl.dot needs 16; this branch is P times smaller
             acc += tl.sum(xa.to(CDT)[:, :, None] * wb.to(CDT)[None, :, :], axis=1)
 
-        # Spline branch in sub-blocks of SUB_I features: a smaller packed weight tile is live at a
+        # Spline branch in sub-blocks of SUB features: a smaller packed weight tile is live at a
         # time (it is packed on load through registers), which is what spills at wide BLOCK_N.
-        for h in tl.static_range(BLOCK_I // SUB_I):
-            if SUB_I == BLOCK_I:
+        for h in tl.static_range(BLOCK_I // SUB):
+            if SUB == BLOCK_I:
                 xs = x
                 rs = ri
                 s_ok = i_ok
             else:  # reload the sub-block's x (an L1 hit) rather than slice registers
-                rs = i0 + h * SUB_I + tl.arange(0, SUB_I).to(tl.int64)
+                rs = i0 + h * SUB + tl.arange(0, SUB).to(tl.int64)
                 s_ok = rs < i_end
                 xs = tl.load(
                     x_ptr + rm[:, None] * stride_xm + rs[None, :] * stride_xi,
@@ -120,8 +124,8 @@ def _kan_fwd_kernel(
             # Clamp masked features onto a real row of knots so every load is in bounds.
             row = g_ptr + tl.minimum(rs, I - 1)[None, :] * stride_gi
             basis = _basis_tile(xs, row, stride_gt, s_ok[None, :], K, NK, NB, P, LOG_NK, False)
-            a = tl.reshape(basis, (BLOCK_M, SUB_I * P)).to(DOT)
-            ci = i0 + h * SUB_I + ci_local.to(tl.int64)
+            a = tl.reshape(basis, (BLOCK_M, SUB * P)).to(DOT)
+            ci = i0 + h * SUB + ci_local.to(tl.int64)
             w_mask = ((ci < i_end) & (cj < NB))[:, None] & n_ok[None, :]
             # Packed on load, in the compute dtype like the reference's fp32 product. The scaler
             # is loaded once per feature and broadcast over its P lanes (a gather per lane costs
@@ -137,7 +141,7 @@ def _kan_fwd_kernel(
                     mask=s_ok[:, None] & n_ok[None, :],
                     other=0.0,
                 ).to(CDT)
-                w = tl.reshape(tl.reshape(w, (SUB_I, P, BLOCK_N)) * sc[:, None, :], (SUB_I * P, BLOCK_N))
+                w = tl.reshape(tl.reshape(w, (SUB, P, BLOCK_N)) * sc[:, None, :], (SUB * P, BLOCK_N))
             w = w.to(DOT)
             acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
 

@@ -140,8 +140,8 @@ def test_forward_split_over_features(monkeypatch, n, i, o, g, k, split, dtype):
 
 
 def test_forward_spline_sub_blocks(monkeypatch, strategy):
-    """The forward's spline product in sub-blocks of 4 features (GPU configs with wide output
-    tiles use them), with ragged feature counts and a feature split."""
+    """The forward's spline product in sub-blocks of 2 features (GPU configs with wide output
+    tiles use them), widened to 16 expanded columns for narrow bases, with ragged feature counts."""
     from efficient_kan.kernels import _config
 
     if strategy != "fused":
@@ -151,15 +151,15 @@ def test_forward_spline_sub_blocks(monkeypatch, strategy):
     def configs(kind, p, fp64):
         cfgs = real(kind, p, fp64)
         if kind == "fwd" and p == 0:
-            cfgs[0].kwargs["SUB_I"] = 4
+            cfgs[0].kwargs["SUB_I"] = 2
         return cfgs
 
     monkeypatch.setattr(_config, "_configs", configs)
     monkeypatch.setattr(_config, "_TUNED", {})  # wrappers built from the patched list
-    x, grid, params = make_case(9, 37, 5, 5, 3)
+    x, grid, params = make_case(9, 37, 5, 5, 3)  # P = 8: 2 features per product
     compare(x, grid, params, 3)
-    x, grid, params = make_case(6, 21, 4, 3, 2, dtype=torch.float32)
-    compare(x, grid, params, 2)
+    x, grid, params = make_case(6, 21, 4, 3, 1, dtype=torch.float32)  # P = 4: widened to 4
+    compare(x, grid, params, 1)
 
 
 def test_strided_bias():
@@ -541,6 +541,13 @@ if sys.argv[1] == "fused":
             cfg = _config._configs_gpu(kind, p if p >= 32 else 0, False)[0]
             extra = dict(K=k, NK=nk, NB=nb, P=p, LOG_NK=(nk - 1).bit_length(), PRECISION="ieee", **cfg.kwargs)
             kernels.append((f"{kind} G{g}K{k}", fn, extra, cfg.num_warps, cfg.num_stages))
+    # Every forward config for narrow bases (P = 1, 4): sub-blocks must keep 16 columns per product.
+    for k, g in ((0, 1), (1, 3)):
+        nb, nk = g + k, g + 2 * k + 1
+        for cfg in _config._configs_gpu("fwd", 0, False):
+            extra = dict(K=k, NK=nk, NB=nb, P=_config.next_pow2(nb), LOG_NK=max(1, (nk - 1).bit_length()),
+                         PRECISION="ieee", **cfg.kwargs)  # fmt: skip
+            kernels.append((f"fwd G{g}K{k} {cfg.kwargs}", _kan_fwd_kernel, extra, cfg.num_warps, cfg.num_stages))
 else:
     wi, wo = kan_chunked._weight_blocks()
     kernels = [
