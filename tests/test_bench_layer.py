@@ -51,3 +51,28 @@ def test_profile_layer_smoke(tmp_path):
         assert f"== {provider}" in report
         assert (tmp_path / f"profile_8x16x8x5_bf16_{provider}.json").stat().st_size > 0
     assert "failed" not in report
+
+
+def test_kernel_resources_knows_every_integer_argument():
+    """kernel_resources.py specializes each kernel like a launch on contiguous tensors; it needs a
+    value for every integer argument (a new one would raise only when its GPU compile runs)."""
+    import inspect
+
+    pytest.importorskip("triton.backends.nvidia")
+    spec = importlib.util.spec_from_file_location(
+        "kernel_resources", REPO / "benchmarks" / "kernel_resources.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kernels = [module._kan_fwd_kernel, module._kan_bwd_dx_kernel, module._kan_bwd_dw_kernel]
+    kernels += [getattr(module.kan_chunked, n) for n in ("_kan_expand_kernel", "_kan_dx_reduce_kernel",
+                                                         "_kan_pack_kernel", "_kan_unpack_kernel")]  # fmt: skip
+    for kernel in kernels:
+        params = inspect.signature(kernel.fn).parameters.values()
+        integers = [
+            p.name for p in params if not p.name.endswith("_ptr") and "constexpr" not in str(p.annotation)
+        ]
+        assert integers, kernel.fn.__name__
+        ints = module.contiguous_launch_ints(12, 8, kernel.fn.__name__)
+        missing = [n for n in integers if n not in ints]
+        assert not missing, (kernel.fn.__name__, missing)
