@@ -5,10 +5,10 @@ the GPU, of one of ``SPLIT`` fp32 partial sums over slices of the input features
 host: small batches would otherwise run the whole reduction over ``I`` on a handful of SMs). For
 every block of ``BLOCK_I`` input features it loads ``x`` and accumulates the base branch
 ``act(x) @ base_weight^T``; then, per sub-block of ``SUB_I`` features (widened to 16 expanded
-columns for narrow bases), it builds the ``(BLOCK_M, SUB_I * P)`` basis tile in registers (``P = next_pow2(G + K)``, the padding lanes are
-zero), packs the matching weight tile on load and accumulates the spline product; all ``tl.dot``
-accumulation is fp32 (fp64 for fp64 inputs).
-The basis never goes to memory.
+columns for narrow bases), it builds the ``(BLOCK_M, SUB_I * P)`` basis tile in registers
+(``P = next_pow2(G + K)``, the padding lanes are zero), packs the matching weight tile on load and
+accumulates the spline product. All ``tl.dot`` accumulation is fp32 (fp64 for fp64 inputs). The
+basis never goes to memory.
 """
 
 from __future__ import annotations
