@@ -458,7 +458,26 @@ def run(
     if cfg.amp == "fp16" and _resolve_device(cfg).type != "cuda":
         raise ConfigError("--amp fp16 needs CUDA (on CPU use --amp bf16)")
     base_device = _resolve_device(cfg)
+    owns_group = not dist.is_initialized()
     ctx = setup_distributed(base_device.type)
+    try:
+        return _train(cfg, data, log=log, ctx=ctx, base_device=base_device)
+    finally:
+        # A process group this run created is destroyed here: left to interpreter exit, gloo's
+        # threads can abort the process ("terminate called without an active exception").
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig,
+    data: ImageData | None,
+    *,
+    log: Callable[[str], None],
+    ctx: DistContext,
+    base_device: torch.device,
+) -> RunResult:
+    """The body of :func:`run`, inside its process-group setup and teardown."""
     device = torch.device("cuda", ctx.local_rank) if base_device.type == "cuda" else base_device
     if device.type == "cuda":
         if device.index >= torch.cuda.device_count():
