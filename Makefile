@@ -2,7 +2,7 @@
 PY ?= python
 export PYTHONPATH := .
 
-.PHONY: test test-slow test-gpu lint bench-cpu bench-gpu mnist-table
+.PHONY: test test-slow test-gpu test-compat lint bench-cpu bench-gpu mnist-table
 
 test:            ## the fast suite (what CI runs); Triton kernels run in the interpreter without a GPU
 	$(PY) -m pytest -q
@@ -12,6 +12,15 @@ test-slow:       ## everything, slow tests included
 
 test-gpu:        ## on a CUDA machine: the kernel tests including the GPU-only ones
 	$(PY) -m pytest -q -m "slow or not slow" tests/test_kernels.py
+
+# The GPU machine's versions (torch 2.11, triton 3.6, Python 3.12), on this CPU, under the Triton
+# interpreter. numpy < 2.3: triton 3.6's interpreter failed with numpy 2.4 here.
+PY312 ?= python3.12
+test-compat:     ## the fast suite on the GPU machine's torch/triton/Python (a venv in .venv-compat)
+	test -x .venv-compat/bin/python || $(PY312) -m venv .venv-compat
+	.venv-compat/bin/pip install -q torch==2.11.0 torchvision==0.26.0 "numpy<2.3" pytest pytest-benchmark \
+	  pytest-xdist tqdm matplotlib sympy scipy
+	.venv-compat/bin/python -m pytest -q -n 2
 
 lint:
 	ruff check . && ruff format --check efficient_kan kernels tests benchmarks examples train_mnist.py

@@ -141,11 +141,17 @@ class _BSplineBasis(torch.autograd.Function):
         # duplicate indices carry value 0, so scatter_add is exact.
         index = index.permute(1, 2, 0)
         out = torch.zeros(*x.shape, n_bases, device=x.device, dtype=compute_dtype)
-        out.scatter_add_(2, index, vals.permute(1, 2, 0))
+        if torch.compiler.is_compiling():
+            # Under torch.compile the returned tensor must be neither filled in place nor a no-op
+            # ``.to`` of an intermediate: with either, dynamo (torch 2.11) traced the backward with
+            # a zero gradient, and x's gradient through the bases came out silently zero.
+            out = out.scatter_add(2, index, vals.permute(1, 2, 0))
+        else:  # eager: in place, one (N, I, n_bases) buffer fewer
+            out.scatter_add_(2, index, vals.permute(1, 2, 0))
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(index, derivs.permute(1, 2, 0))
             ctx.input_dtype = x.dtype
-        return out.to(x.dtype)
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
