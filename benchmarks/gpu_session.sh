@@ -23,7 +23,11 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
     python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__)"
     # First config only: correctness does not need tuning, and tuning compiles would not fit the call.
-    EFFICIENT_KAN_AUTOTUNE=0 python -m pytest -q -m "slow or not slow" tests/test_kernels.py 2>&1 \
+    # The suite launches ~150 distinct kernel specializations, each compiled on first use (1-6 s
+    # each, benchmarks/compile_only.py): 8 pytest-xdist workers compile them side by side.
+    xdist=()
+    python -c "import xdist" 2>/dev/null && xdist=(-n 8)
+    EFFICIENT_KAN_AUTOTUNE=0 python -m pytest -q "${xdist[@]}" -m "slow or not slow" tests/test_kernels.py 2>&1 \
       | tee "$out/gpu_kernel_tests.txt" | tail -30
     ;;
   bench)

@@ -8,7 +8,9 @@ import os
 import torch
 import triton
 
-__all__ = ["autotune_enabled", "interpreting", "meta_for", "next_pow2", "num_sms", "tuned"]
+from ._autotune import parallel_compile_autotune
+
+__all__ = ["autotune_enabled", "gpu_sms", "interpreting", "meta_for", "next_pow2", "num_sms", "tuned"]
 
 
 @functools.cache
@@ -33,6 +35,14 @@ def next_pow2(n: int) -> int:
 def num_sms(device_index: int) -> int:
     """Streaming multiprocessors of a CUDA device (queried lazily, at first launch)."""
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def gpu_sms(x: torch.Tensor) -> int | None:
+    """Streaming multiprocessors of the GPU that runs a launch on ``x``; None on CPU tensors and
+    under the interpreter (where launch heuristics that fill a GPU do not apply)."""
+    if interpreting() or not x.is_cuda:
+        return None
+    return num_sms(x.device.index or 0)
 
 
 def meta_for(p: int, dtype: torch.dtype) -> dict:
@@ -119,10 +129,11 @@ def tuned(kind: str, kernel, key: list[str], p: int, fp64: bool):
     """The autotuned wrapper of ``kernel`` for one shape class, created once and cached.
 
     Triton's autotuner caches the best config per ``key`` value (shapes with the batch bucketed to
-    a power of two), so tuning runs once per shape, not per call. Under the interpreter (or without
-    CUDA) the list has one config and nothing is benchmarked.
+    a power of two), so tuning runs once per shape, not per call; a new key's candidates are
+    compiled in parallel threads before they are timed (``_autotune.py``). Under the interpreter
+    (or without CUDA) the list has one config and nothing is benchmarked.
     """
     k = (kind, id(kernel), p, fp64)
     if k not in _TUNED:
-        _TUNED[k] = triton.autotune(configs=_configs(kind, p, fp64), key=key)(kernel)
+        _TUNED[k] = parallel_compile_autotune(configs=_configs(kind, p, fp64), key=key)(kernel)
     return _TUNED[k]

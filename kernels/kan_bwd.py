@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ._basis import _act, _act_grad, _basis_tile
-from ._config import interpreting, meta_for, next_pow2, num_sms, tuned
+from ._config import gpu_sms, meta_for, next_pow2, tuned
 from .kan_fwd import compute_tl_dtype
 
 
@@ -93,12 +93,26 @@ def _kan_bwd_dx_kernel(
             other=0.0,
         ).to(CDT)
         if HAS_SCALER:
-            sc = tl.load(
-                sc_ptr + rn[:, None] * stride_sco + ri[None, :] * stride_sci,
-                mask=n_ok[:, None] & i_ok[None, :],
-                other=0.0,
-            ).to(CDT)
-            wt = tl.reshape(tl.reshape(wt, (BLOCK_N, BLOCK_I, P)) * sc[:, :, None], (BLOCK_N, BLOCK_I * P))
+            if P >= 8:
+                sc = tl.load(
+                    sc_ptr + rn[:, None] * stride_sco + ri[None, :] * stride_sci,
+                    mask=n_ok[:, None] & i_ok[None, :],
+                    other=0.0,
+                ).to(CDT)
+                wt = tl.reshape(
+                    tl.reshape(wt, (BLOCK_N, BLOCK_I, P)) * sc[:, :, None], (BLOCK_N, BLOCK_I * P)
+                )
+            else:
+                # Gathered per column: with fewer than 8 lanes and fp32 (TF32) operands, sm_90
+                # compiles (triton 3.6 and 3.8) of the reshape form fail ("Illegal shared layout"
+                # in TritonGPUOptimizeDotOperands): the dot operand's shared-memory layout is
+                # hoisted above the reshape, onto a tile only P wide.
+                sc = tl.load(
+                    sc_ptr + rn[:, None] * stride_sco + ci[None, :] * stride_sci,
+                    mask=n_ok[:, None] & c_ok[None, :],
+                    other=0.0,
+                ).to(CDT)
+                wt = wt * sc
         wt = wt.to(DOT)
         acc_s = tl.dot(dy, wt, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
         wbt = tl.load(
@@ -300,10 +314,11 @@ def kan_bwd_dx(
 def _split_count(x: torch.Tensor, m: int, n_in: int, n_out: int) -> int:
     """How many batch slices the weight gradient uses: enough programs to fill the GPU (about two
     per SM, counted with the smallest tiles), each slice at least 512 rows long."""
-    if interpreting() or not x.is_cuda or n_in == 0 or n_out == 0:
+    sms = gpu_sms(x)
+    if sms is None or n_in == 0 or n_out == 0:
         return 1
     tiles = triton.cdiv(n_in, 16) * triton.cdiv(n_out, 64)
-    want = triton.cdiv(2 * num_sms(x.device.index or 0), tiles)
+    want = triton.cdiv(2 * sms, tiles)
     return max(1, min(want, m // 512, 64))
 
 

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ._basis import _act, _basis_tile
-from ._config import interpreting, meta_for, next_pow2, num_sms, tuned
+from ._config import gpu_sms, meta_for, next_pow2, tuned
 
 
 @triton.jit
@@ -168,10 +168,10 @@ def fwd_split_count(x: torch.Tensor, m: int, n_in: int, n_out: int) -> int:
     """Feature slices for the forward: when the 64x64 output tiles would leave over half the SMs
     idle, enough slices to give every SM about one program, each slice at least 64 features.
     1 under the interpreter and on CPU."""
-    if interpreting() or not x.is_cuda:
+    sms = gpu_sms(x)
+    if sms is None:
         return 1
     tiles = triton.cdiv(m, 64) * triton.cdiv(n_out, 64)
-    sms = num_sms(x.device.index or 0)
     if 2 * tiles >= sms:  # at least half the SMs busy already: not worth a partial buffer and a sum
         return 1
     return max(1, min(triton.cdiv(sms, tiles), n_in // 64, 32))
