@@ -76,3 +76,32 @@ def test_kernel_resources_knows_every_integer_argument():
         ints = module.contiguous_launch_ints(12, 8, kernel.fn.__name__)
         missing = [n for n in integers if n not in ints]
         assert not missing, (kernel.fn.__name__, missing)
+
+
+def test_gpu_session_script_plans_stages_within_budget(tmp_path):
+    """benchmarks/gpu_session.sh (run on the GPU machine only) parses its stages and hands each
+    the time left; GPU_SESSION_DRY=1 prints the commands instead of running them."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh"
+    env = {**os.environ, "GPU_SESSION_DRY": "1", "OUT": str(tmp_path)}
+    proc = subprocess.run(
+        ["bash", str(script), "check", "bench:bf16", "profile:64x784x64x5", "mnist:mnist-5k"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("DRY: ")]
+    assert any("pytest" in line and "tests/test_kernels.py" in line for line in lines)
+    assert any("bench_layer.py --precisions bf16" in line and "--max-minutes 8.5" in line for line in lines)
+    assert any("profile_layer.py" in line and "--shape 64x784x64x5" in line for line in lines)
+    assert any("mnist_table.py --dataset mnist-5k" in line for line in lines)
+    bad = subprocess.run(
+        ["bash", str(script), "bench:fp16"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "unknown stage" in bad.stderr
+    short = subprocess.run(
+        ["bash", str(script), "check"], env={**env, "GPU_SESSION_MINUTES": "0.5"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert short.returncode == 0 and "skipped" in short.stdout and "DRY:" not in short.stdout
