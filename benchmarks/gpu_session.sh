@@ -4,9 +4,11 @@
 # with a minute or more left, and gets what is left: the resumable ones (bench, mnist) stop
 # starting new measurements there and pick up where they stopped when run again.
 #
-#   bash benchmarks/gpu_session.sh check bench:bf16           # first call
-#   bash benchmarks/gpu_session.sh bench:bf16 bench:tf32 bench:fp32 profile
-#   bash benchmarks/gpu_session.sh mnist:fashion-mnist mnist:mnist-5k
+# A 30-minute device budget holds about three calls (each machine start costs minutes too), so in
+# the order of issue 3's targets (bf16 and TF32 first), then issue 4's tables (the subset is quick):
+#   bash benchmarks/gpu_session.sh check bench:bf16
+#   bash benchmarks/gpu_session.sh bench:bf16 bench:tf32 profile profile:64x784x64x5 bench:fp32
+#   bash benchmarks/gpu_session.sh mnist:mnist-5k mnist:fashion-mnist   # carry data/fashion-mnist
 #
 # Stages:
 #   check               GPU and versions, then every kernel test incl. GPU-only ones (first config)
