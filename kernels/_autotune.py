@@ -5,7 +5,7 @@ launching thread, then times them. For the fused kernels that is 5-6 configs of 
 kernel and shape class, so a model's first step waits for tens of compiles. Triton's compiler
 releases the GIL in its heavy passes and runs ptxas as a subprocess, so threads compile
 concurrently. Measured on the 2-core build machine through the real launcher with a compile-only
-sm_90 driver (``benchmarks/compile_only.py``): the fused forward's 6 configs took 36-38 s one after
+sm_90 driver (``benchmarks/compile_only.py``): the fused forward's 6 configs took 35-38 s one after
 another and 18-22 s in 2 threads (triton 3.8 and 3.6); a GPU machine has more cores.
 
 :func:`parallel_compile_autotune` wraps ``triton.autotune``: when the autotuner meets a new key, it
