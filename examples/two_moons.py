@@ -21,6 +21,7 @@ from efficient_kan import KAN
 from efficient_kan.interpret import auto_symbolic, fit, refine_symbolic, round_formula, symbolic_formula
 
 LIB = ["x", "x^2", "x^3", "x^4", "exp", "log", "sqrt", "tanh", "sin", "abs"]
+DIGITS = 4  # significant digits of the printed formulas' constants
 
 
 def make_moons(n: int, noise: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +104,11 @@ def run_classification(data, seed: int = 0, steps: int = 20) -> dict[str, object
     return out
 
 
+def printed_formula(expr) -> str:
+    """A formula as printed: constants gathered, then rounded to ``DIGITS`` significant digits."""
+    return str(round_formula(expr, DIGITS))
+
+
 def main() -> None:
     torch.set_num_threads(1)  # tiny models: threads only add overhead
     start = time.perf_counter()
@@ -111,13 +117,13 @@ def main() -> None:
     print("regression KAN[2, 1] (rounded output):")
     print(f"  KAN      train acc {reg['kan_train_acc']:.3f}  test acc {reg['kan_test_acc']:.3f}")
     print(f"  formula  train acc {reg['formula_train_acc']:.3f}  test acc {reg['formula_test_acc']:.3f}")
-    print(f"  formula: {round_formula(reg['formula'], 3)}")
+    print(f"  formula: {printed_formula(reg['formula'])}")
     cls = run_classification(data)
     print("classification KAN[2, 2] (cross-entropy, argmax):")
     print(f"  KAN      train acc {cls['kan_train_acc']:.3f}  test acc {cls['kan_test_acc']:.3f}")
     print(f"  formula  train acc {cls['formula_train_acc']:.3f}  test acc {cls['formula_test_acc']:.3f}")
     for k, expr in enumerate(cls["formula"]):
-        print(f"  logit {k}: {round_formula(expr, 3)}")
+        print(f"  logit {k}: {printed_formula(expr)}")
     print(f"total time: {time.perf_counter() - start:.1f} s")
 
 

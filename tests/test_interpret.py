@@ -24,9 +24,11 @@ from efficient_kan.interpret import (
     plot,
     plot_input_heatmap,
     prune,
+    round_formula,
     symbolic_formula,
     symbolic_forward,
 )
+from efficient_kan.interpret.symbolic import SYMBOLIC_LIB, SymbolicEdge
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -141,8 +143,155 @@ def test_fix_symbolic_by_hand_and_formula():
     assert float((pred - ds["test_label"][:, 0]).abs().max()) < 0.05
 
 
+def _edge(name: str, a: float, b: float, c: float, d: float) -> SymbolicEdge:
+    fn, sympy_fn, complexity = SYMBOLIC_LIB[name]
+    return SymbolicEdge(name, fn, sympy_fn, complexity, a, b, c, d, 1.0)
+
+
+def _printed_rtol(digits: int) -> float:
+    """What a formula printed to ``digits`` significant digits may be off by, relative.
+
+    Each printed constant is within half a unit in its last digit, i.e. relative 0.5 * 10**(1 - d);
+    the formulas below have a few constants with sensitivities of order one: twice that.
+    """
+    return 10.0 ** (1 - digits)
+
+
+def _evaluate(expr, x: torch.Tensor) -> torch.Tensor:
+    sympy = pytest.importorskip("sympy")
+    fn = sympy.lambdify(sympy.symbols(f"x_1:{x.shape[1] + 1}"), expr, "numpy")
+    val = torch.as_tensor(fn(*x.double().T.numpy()), dtype=torch.float64)
+    return val.expand(x.shape[0]) if val.dim() == 0 else val
+
+
+def _example_symbolic_fit() -> KAN:
+    """KAN([2, 1, 1]) with the symbolic fit examples/symbolic_regression.py finds, built by hand.
+
+    Edge constants as refine_symbolic left them in a real run (seed 0); the inner coefficients
+    and biases are then set so that the network is exactly exp(sin(pi x_1) + x_2^2), whose sympy
+    composition is 1.0*exp(0.0363668*(5.2438161*x_2 - 1.9e-16)**2 + 1.0*sin(3.14159*x_1 + 1.9e-17)).
+    """
+    a_exp, b_exp, c_exp, d_exp = (
+        1.054149027506264,
+        9.210953815374998,
+        1.4153069571941042e-4,
+        -1.1222809199825339,
+    )
+    a_sin, b_sin, d_sin = math.pi, 1.9351701558996642e-17, -0.30716004389091456
+    a_sq, b_sq, d_sq = 5.243816078736787, -1.9356664542330273e-16, -0.4598416249362896
+    model = KAN([2, 1, 1], bias=True, dtype=torch.float64)
+    model.symbolic_edges = {
+        (0, 0, 0): _edge("sin", a_sin, b_sin, 1 / a_exp, d_sin),
+        (0, 1, 0): _edge("x^2", a_sq, b_sq, 1 / (a_exp * a_sq**2), d_sq),
+        (1, 0, 0): _edge("exp", a_exp, b_exp, c_exp, d_exp),
+    }
+    with torch.no_grad():  # c_exp * exp(a_exp * (d_sin + d_sq + bias0) + b_exp) = 1; d_exp + bias1 = 0
+        model.layers[0].bias.fill_((-math.log(c_exp) - b_exp) / a_exp - d_sin - d_sq)
+        model.layers[1].bias.fill_(-d_exp)
+    return model
+
+
+def test_printed_formula_is_the_fitted_function():
+    """The printed formula of the example's fit: constants gathered before they are rounded."""
+    sympy = pytest.importorskip("sympy")
+    model = _example_symbolic_fit()
+    exact = symbolic_formula(model)[0]
+    assert "0.0363668" in str(exact) and "5.243816" in str(exact)  # the composition to be gathered
+    printed = str(round_formula(exact, 4))
+    # Rounded before gathering, this was 1.0*exp(1.0009*x_2**2 + 1.0*sin(3.1416*x_1)).
+    assert printed == "1.0*exp(1.0*x_2**2 + 1.0*sin(3.142*x_1))"
+    assert str(symbolic_formula(model, digits=4)[0]) == printed
+    x = torch.rand(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    back = _evaluate(sympy.sympify(printed), x)
+    target = torch.exp(torch.sin(math.pi * x[:, 0]) + x[:, 1] ** 2)
+    torch.testing.assert_close(_evaluate(exact, x), target, rtol=1e-12, atol=0)
+    torch.testing.assert_close(symbolic_forward(model, x)[:, 0], target, rtol=1e-12, atol=0)
+    torch.testing.assert_close(back, target, rtol=_printed_rtol(4), atol=0)
+
+
+@pytest.mark.parametrize("digits", [2, 3, 4, 6])
+@pytest.mark.parametrize(
+    ("formula", "printed4"),
+    [
+        # c * (a*x + b)**n: one coefficient (rounded separately: 1.0009*x_1**2).
+        ("0.0363668*(5.2438161*x_1 - 1.9e-16)**2", "1.0*x_1**2"),
+        # Small coefficients keep their significant digits (to 4 decimals: 0.0001*x_1**3).
+        ("1.4153e-4*(3.0*x_1 - 0.3)**3", "0.003821*(x_1 - 0.1)**3"),
+        # sqrt and 1/x of affine arguments: the argument's scale moves into the coefficient.
+        (
+            "0.25*sqrt(7.3*x_1 + 9.1) + 0.012/(4.7*x_2 + 6.3)",
+            "0.6755*sqrt(x_1 + 1.247) + 0.002553/(x_2 + 1.34)",
+        ),
+        # abs of an affine argument, and a fit's ~1e-16 residues dropped (sum and sin argument).
+        (
+            "0.3*Abs(-2.5*x_1 + 0.4) + 2.0*sin(1.3*x_2 + 1e-17) + 1e-16",
+            "2.0*sin(1.3*x_2) + 0.75*Abs(x_1 - 0.16)",
+        ),
+        # Terms whose arguments round alike are combined (0.5123 + 0.3123), and rounded again.
+        ("0.51234*tanh(1.00001*x_1) + 0.31234*tanh(1.00002*x_1)", "0.8246*tanh(1.0*x_1)"),
+    ],
+)
+def test_round_formula_prints_the_function(formula, printed4, digits):
+    """sympify(printed) evaluates to the unrounded formula within the printed precision."""
+    sympy = pytest.importorskip("sympy")
+    exact = sympy.sympify(formula)
+    printed = str(round_formula(exact, digits))
+    if digits == 4:
+        assert printed == printed4
+    x = torch.rand(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    want = _evaluate(exact, x)
+    got = _evaluate(sympy.sympify(printed), x)
+    torch.testing.assert_close(
+        got, want, rtol=_printed_rtol(digits), atol=_printed_rtol(digits) * float(want.abs().max())
+    )
+
+
+def test_round_formula_rejects_bad_digits():
+    sympy = pytest.importorskip("sympy")
+    for digits in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="digits"):
+            round_formula(sympy.sympify("0.5*x_1"), digits)
+
+
+def test_printed_formula_matches_exact_spline_model():
+    """Edges a cubic spline represents exactly (x, x^2, x^3): printed formula = model's function."""
+    sympy = pytest.importorskip("sympy")
+    from efficient_kan.bspline import bspline_basis
+
+    torch.manual_seed(0)
+    model = KAN([2, 1], grid_size=5, bias=True, dtype=torch.float64)
+    lay = model.layers[0]
+    t = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    funcs = [
+        lambda u: 0.0363668 * (5.2438161 * u) ** 2 - 0.2,
+        lambda u: 1.4153e-4 * (3.0 * u - 0.3) ** 3 + 0.7,
+    ]
+    with torch.no_grad():
+        lay.base_weight.zero_()
+        lay.spline_scaler.fill_(1.0)
+        for i, f in enumerate(funcs):
+            bases = bspline_basis(t.unsqueeze(1).expand(-1, 2), lay.grid.double(), lay.spline_order)[:, i]
+            lay.spline_weight[0, i] = torch.linalg.lstsq(bases, f(t).unsqueeze(1)).solution[:, 0]
+        lay.bias.fill_(0.1)
+    x = torch.rand(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        ref = model(x)[:, 0]
+    torch.testing.assert_close(ref, funcs[0](x[:, 0]) + funcs[1](x[:, 1]) + 0.1, rtol=1e-10, atol=1e-10)
+    fix_symbolic(model, 0, 0, 0, "x^2")
+    fix_symbolic(model, 0, 1, 0, "x^3")
+    exact = symbolic_formula(model)[0]
+    torch.testing.assert_close(_evaluate(exact, x), ref, rtol=1e-8, atol=1e-8)
+    printed = str(symbolic_formula(model, digits=4)[0])
+    torch.testing.assert_close(
+        _evaluate(sympy.sympify(printed), x),
+        ref,
+        rtol=_printed_rtol(4),
+        atol=_printed_rtol(4) * float(ref.abs().max()),
+    )
+
+
 def test_symbolic_regression_recovers_formula(one_thread):
-    pytest.importorskip("sympy")
+    sympy = pytest.importorskip("sympy")
     pytest.importorskip("scipy")
     ex = _load_example("symbolic_regression")
     data = ex.make_data(seed=0)
@@ -157,10 +306,18 @@ def test_symbolic_regression_recovers_formula(one_thread):
     assert names == {(0, 0, 0): "sin", (0, 1, 0): "x^2", (1, 0, 0): "exp"}
     rmse = ex.formula_rmse(expr, data["test_input"], data["test_label"])
     assert rmse < 1e-2, rmse
+    # What the example prints, read back: the fitted formula (and here the target) to its precision.
+    printed = ex.printed_formula(expr)
+    assert printed == "1.0*exp(1.0*x_2**2 + 1.0*sin(3.142*x_1))"
+    back = _evaluate(sympy.sympify(printed), data["test_input"])
+    torch.testing.assert_close(
+        back, _evaluate(expr, data["test_input"]), rtol=_printed_rtol(ex.DIGITS), atol=0
+    )
+    torch.testing.assert_close(back, data["test_label"][:, 0], rtol=_printed_rtol(ex.DIGITS), atol=0)
 
 
 def test_two_moons_accuracy(one_thread):
-    pytest.importorskip("sympy")
+    sympy = pytest.importorskip("sympy")
     pytest.importorskip("scipy")
     ex = _load_example("two_moons")
     data = ex.moons_dataset()
@@ -169,6 +326,13 @@ def test_two_moons_accuracy(one_thread):
     for result in (reg, cls):
         assert result["kan_test_acc"] >= 0.95
         assert result["formula_test_acc"] >= 0.95
+    # The printed formulas, read back, are the fitted ones to their precision.
+    x = data["test_input"]
+    for expr in [reg["formula"], *cls["formula"]]:
+        exact = _evaluate(expr, x)
+        back = _evaluate(sympy.sympify(ex.printed_formula(expr)), x)
+        tol = _printed_rtol(ex.DIGITS)
+        torch.testing.assert_close(back, exact, rtol=tol, atol=tol * float(exact.abs().max()))
 
 
 def test_plots_write_images(tmp_path):

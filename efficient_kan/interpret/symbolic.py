@@ -520,7 +520,8 @@ def symbolic_formula(
     """Sympy expressions of the outputs in ``x_1 .. x_n`` (or ``var_names``), one per output.
 
     Every edge must have a symbolic fit. Evaluate with
-    ``sympy.lambdify(sympy.symbols("x_1:%d" % (n + 1)), expr)``. ``digits`` rounds the constants.
+    ``sympy.lambdify(sympy.symbols("x_1:%d" % (n + 1)), expr)``. ``digits`` gathers and rounds
+    the constants to that many significant digits (:func:`round_formula`).
     """
     sympy = _sympy()
     model = _check_model(model)
@@ -546,11 +547,84 @@ def symbolic_formula(
 
 
 def round_formula(expr: Any, digits: int = 4) -> Any:
-    """``expr`` with every float constant rounded to ``digits`` decimals."""
+    """``expr`` with its constants gathered, then rounded to ``digits`` significant digits.
+
+    Rounding each constant of a composed formula on its own does not give the function back to
+    the printed precision: ``0.0363668*(5.2438161*x)**2`` is ``1.0000*x**2``, but its constants
+    rounded separately make ``0.0364*27.4975*x**2 = 1.0009*x**2``. So the constants are first
+    gathered exactly: a positive factor of a sum under a power or ``Abs`` is moved out,
+    ``c*(a*x + b)**n = c*a**n*(x + b/a)**n`` (``a > 0``; any ``n``, so also ``sqrt`` and ``1/x``),
+    and sympy multiplies it into the coefficient outside (and distributes numbers over sums). Then
+    every float is rounded to ``digits`` significant digits, and a term of a sum whose coefficient
+    is below half a unit in the last printed digit of the sum's largest coefficient is dropped
+    (it is below the printed precision where the terms' variable parts are of comparable size, as
+    on a KAN's grid; typically the ~1e-16 residue of a fit, as in ``sin(3.14159*x + 1e-17)``).
+    Each printed constant is then within half a unit in its last digit of the gathered one.
+    """
     sympy = _sympy()
-    for _ in range(3):  # products of rounded constants evaluate to new floats: round again
-        new = expr.xreplace({f: sympy.Float(round(float(f), digits)) for f in expr.atoms(sympy.Float)})
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"digits must be an integer >= 1 (significant digits), got {digits!r}")
+    expr = _gather_constants(sympy.sympify(expr))
+    for _ in range(3):  # sympy can combine rounded constants into new ones (0.5*s + 0.3*s): again
+        new = _round_constants(expr, digits)
         if new == expr:
             break
         expr = new
     return expr
+
+
+def _coefficient(term: Any) -> float:
+    """The numeric factor of a term of a sum (the number itself for a number term)."""
+    return abs(float(term.as_coeff_Mul()[0]))
+
+
+def _gather_constants(expr: Any) -> Any:
+    """``expr`` with the largest positive coefficient of every sum under a power or ``Abs`` moved out.
+
+    Bottom-up, so that sympy's own evaluation (a number times a sum is distributed, numbers in a
+    product are multiplied, ``exp(u + b) = exp(b)*exp(u)``) combines what was moved out with the
+    coefficient outside. Exact up to the float arithmetic of the division.
+    """
+    sympy = _sympy()
+    if not expr.args:
+        return expr
+    expr = expr.func(*(_gather_constants(arg) for arg in expr.args))
+    if isinstance(expr, sympy.Pow) and expr.base.is_Add:
+        inner, exponent = expr.base, expr.exp
+    elif isinstance(expr, sympy.Abs) and expr.args[0].is_Add:
+        inner, exponent = expr.args[0], sympy.Integer(1)
+    else:
+        return expr
+    # The scale of the variable terms (not the constant one): (5.24*x + 3)**2 -> 27.5*(x + 0.572)**2.
+    scale = max((_coefficient(t) for t in inner.args if not t.is_Number), default=0.0)
+    if scale == 0.0 or scale == 1.0 or not math.isfinite(scale):
+        return expr
+    k = sympy.Float(scale)
+    unit = sympy.Add(*(_divide_term(t, k) for t in inner.args))
+    # (k*u)**n = k**n * u**n and |k*u| = k*|u| hold for every u because k > 0.
+    return k**exponent * (sympy.Abs(unit) if isinstance(expr, sympy.Abs) else unit**exponent)
+
+
+def _divide_term(term: Any, k: Any) -> Any:
+    """``term / k``, with a coefficient of exactly ``+-k`` made ``+-1`` (``x``, not ``1.0*x``)."""
+    coeff, rest = term.as_coeff_Mul()
+    if float(coeff) == float(k):
+        return rest
+    if float(coeff) == -float(k):
+        return -rest
+    return term / k
+
+
+def _round_constants(expr: Any, digits: int) -> Any:
+    """Floats of ``expr`` rounded to ``digits`` significant digits; negligible terms of sums dropped."""
+    sympy = _sympy()
+    if expr.is_Float:
+        return sympy.Float(float(f"{float(expr):.{digits}g}"))
+    if not expr.args:  # symbols and exact numbers (integer and rational exponents) stay
+        return expr
+    if expr.is_Add:
+        # Half a unit in the last printed digit of the largest coefficient is at least this.
+        floor = 0.5 * 10.0**-digits * max(_coefficient(t) for t in expr.args)
+        kept = [t for t in expr.args if _coefficient(t) >= floor]
+        return sympy.Add(*(_round_constants(t, digits) for t in kept))
+    return expr.func(*(_round_constants(arg, digits) for arg in expr.args))
