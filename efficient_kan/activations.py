@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Activation", "FUSED", "activation_fn", "activation_grad_fn", "activation_name", "kernel_code", "spec_of_module"]
+__all__ = [
+    "Activation",
+    "FUSED",
+    "activation_fn",
+    "activation_grad_fn",
+    "activation_name",
+    "kernel_code",
+    "spec_of_module",
+]
 
 Activation = str | Callable[[torch.Tensor], torch.Tensor]
 

@@ -194,7 +194,9 @@ class _BSplineBasisTraced(torch.autograd.Function):
             dense = bspline_basis_derivative(x, grid, ctx.spline_order)
             grad_x = (grad_out * dense).sum(-1)
         else:
-            grad_x = (grad_out.to(derivs.dtype).gather(2, index.permute(1, 2, 0)) * derivs.permute(1, 2, 0)).sum(-1)
+            grad_x = (
+                grad_out.to(derivs.dtype).gather(2, index.permute(1, 2, 0)) * derivs.permute(1, 2, 0)
+            ).sum(-1)
         return grad_x.to(x.dtype), None, None, None
 
 

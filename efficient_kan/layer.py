@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .bspline import bspline_basis, check_grid, uniform_grid
 from .activations import spec_of_module
+from .bspline import bspline_basis, check_grid, uniform_grid
 from .functional import BACKENDS, kan_linear
 
 __all__ = ["KANLinear", "KAN"]

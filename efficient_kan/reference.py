@@ -14,7 +14,12 @@ import torch.nn.functional as F
 from .activations import Activation, activation_fn, activation_grad_fn
 from .bspline import bspline_basis, bspline_basis_derivative
 
-__all__ = ["kan_linear_reference", "kan_linear_reference_backward", "kan_linear_reference_jvp", "scaled_spline_weight"]
+__all__ = [
+    "kan_linear_reference",
+    "kan_linear_reference_backward",
+    "kan_linear_reference_jvp",
+    "scaled_spline_weight",
+]
 
 
 def scaled_spline_weight(spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None) -> torch.Tensor:

@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 
-
 def _fp32_matmul_allows_tf32() -> bool:
     """PyTorch's fp32 matmul setting for CUDA, whichever API the user set it with.
 
@@ -255,7 +254,9 @@ def _backward(ctx, grad_y):
     else:
         # Under torch.compile the backward is the opaque custom op; eagerly, a direct call (less
         # Python per step for small, launch-bound batches).
-        impl = torch.ops.efficient_kan.kan_linear_backward if torch.compiler.is_compiling() else _backward_impl
+        impl = (
+            torch.ops.efficient_kan.kan_linear_backward if torch.compiler.is_compiling() else _backward_impl
+        )
         dx, dbw, dsw, dsc, db = impl(
             grad_y, x, grid, base_weight, spline_weight, spline_scaler,
             ctx.spline_order, ctx.act, need[0], any(need[2:5]), need[5],
@@ -278,7 +279,14 @@ def _reference(spline_order: int, act: int):
 
     def fn(x, grid, base_weight, spline_weight, spline_scaler, bias):
         return kan_linear_reference(
-            x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order=spline_order, base_activation=name
+            x,
+            grid,
+            base_weight,
+            spline_weight,
+            spline_scaler,
+            bias,
+            spline_order=spline_order,
+            base_activation=name,
         )
 
     return fn
@@ -307,7 +315,10 @@ class KANLinearFunction(torch.autograd.Function):
     def jvp(ctx, x_t, grid_t, base_weight_t, spline_weight_t, spline_scaler_t, bias_t, _order_t, _act_t):
         tangents = (x_t, grid_t, base_weight_t, spline_weight_t, spline_scaler_t, bias_t)
         return kan_linear_reference_jvp(
-            ctx.saved_tensors, tangents, spline_order=ctx.spline_order, base_activation=activation_name(ctx.act)
+            ctx.saved_tensors,
+            tangents,
+            spline_order=ctx.spline_order,
+            base_activation=activation_name(ctx.act),
         )
 
     @staticmethod
@@ -316,7 +327,14 @@ class KANLinearFunction(torch.autograd.Function):
         if x_dim is not None and all(d is None for d in weight_dims):
             xb = x.movedim(x_dim, 0)
             y = KANLinearFunction.apply(
-                xb.reshape(-1, xb.shape[-1]), grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act
+                xb.reshape(-1, xb.shape[-1]),
+                grid,
+                base_weight,
+                spline_weight,
+                spline_scaler,
+                bias,
+                spline_order,
+                act,
             )
             return y.reshape(xb.shape[0], xb.shape[1], y.shape[-1]), 0
         fn = torch.vmap(_reference(spline_order, act), in_dims=tuple(in_dims[:6]))

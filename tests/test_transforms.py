@@ -78,7 +78,9 @@ def test_per_sample_gradients(backend):
 
     per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, target)
     for n in range(3):
-        one = torch.autograd.grad(loss(dict(layer.named_parameters()), x[n], target[n]), list(layer.parameters()))
+        one = torch.autograd.grad(
+            loss(dict(layer.named_parameters()), x[n], target[n]), list(layer.parameters())
+        )
         for (name, g), e in zip(per_sample.items(), one, strict=True):
             assert_close(g[n], e, **TOL, name=f"{name}[{n}]")
 
@@ -158,7 +160,9 @@ def test_basis_derivatives_of_every_order(order):
     x = (torch.rand(7, 3, dtype=torch.float64) * 2.2 - 1.1).requires_grad_()
     eps = 1e-6
     d = bspline_basis_derivative(x.detach(), grid, order)
-    fd = (bspline_basis(x.detach() + eps, grid, order) - bspline_basis(x.detach() - eps, grid, order)) / (2 * eps)
+    fd = (bspline_basis(x.detach() + eps, grid, order) - bspline_basis(x.detach() - eps, grid, order)) / (
+        2 * eps
+    )
     assert_close(d, fd, atol=1e-6, rtol=1e-6, name="first derivative")
     w = torch.randn(3, grid.shape[1] - 1 - order, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: (bspline_basis(t, grid, order) * w).sum(-1), (x,))
