@@ -1,9 +1,10 @@
 """Functional entry point: one call computes a KAN layer, on the Triton kernels or in PyTorch.
 
 Inputs are validated here, once, and dispatch happens here and nowhere else. ``backend="auto"``
-picks Triton for CUDA tensors whose base activation the kernels fuse (SiLU, identity) and PyTorch
-otherwise; ``"triton"`` and ``"torch"`` force one path (``"triton"`` on CPU tensors runs under
-``TRITON_INTERPRET=1``). A forced backend that cannot run raises: nothing silently switches path.
+follows ``efficient_kan.settings().backend``; when that is ``"auto"`` too, Triton runs CUDA tensors
+whose base activation the kernels fuse (SiLU, identity) and PyTorch the rest. ``"triton"`` and
+``"torch"`` force one path (``"triton"`` on CPU tensors runs under ``TRITON_INTERPRET=1``). A forced
+backend that cannot run raises: nothing silently switches path.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import torch
 
 from .activations import Activation, activation_fn, kernel_code
 from .reference import kan_linear_reference
+from .settings import BACKENDS, settings
 
 __all__ = ["BACKENDS", "check_inputs", "kan_linear"]
-
-BACKENDS = ("auto", "triton", "torch")
 
 
 def check_inputs(
@@ -82,6 +82,8 @@ def kan_linear(
     ``vmap`` over weights are computed by the PyTorch formulation of the same function.
     """
     check_inputs(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order)
+    if backend == "auto":
+        backend = settings().backend
     if backend == "auto":
         use_triton = x.is_cuda and kernel_code(base_activation) is not None and _triton_importable()
     elif backend in ("torch", "triton"):

@@ -1,13 +1,13 @@
 """The Triton path of :func:`efficient_kan.kan_linear`: autograd, precision and autocast policy,
 and the ``torch.library`` custom ops that ``torch.compile`` sees.
 
-Two ways in, one implementation:
+Two ways in, one autograd formula (``_setup_context`` + ``_backward``):
 
-- eager: ``_KANLinearFunction`` (a plain ``torch.autograd.Function``, the least Python per call,
-  which matters for small, launch-bound batches);
-- under ``torch.compile``: the custom ops ``efficient_kan::kan_linear`` and
-  ``efficient_kan::kan_linear_backward`` with fake implementations and a registered autograd
-  formula, so a model of ``KANLinear``s traces with ``fullgraph=True`` and no graph break.
+- eager: :class:`KANLinearFunction` (a ``torch.autograd.Function``, the least Python per call,
+  which matters for small, launch-bound batches), with ``vmap`` and ``jvp`` rules;
+- under ``torch.compile``/``torch.export``: the custom ops ``efficient_kan::kan_linear`` and
+  ``efficient_kan::kan_linear_backward`` with fake implementations and the same autograd formula
+  registered, so a model of ``KANLinear``s traces with ``fullgraph=True`` and no graph break.
 
 Both run one of two strategies (:func:`choose_strategy`): ``fused`` (``kernels/kan_fwd.py``,
 ``kan_bwd.py``: the basis lives only in registers, the scaled spline weight is packed on load) or
@@ -21,22 +21,20 @@ PyTorch's fp32 matmul setting (legacy ``set_float32_matmul_precision``/``allow_t
 autocast dtype like ``nn.Linear``'s, the weights are packed in their own precision and cast to it,
 and the output has the autocast dtype. Knot arithmetic is always at least fp32.
 
-Fused base activations: ``"silu"`` and ``"identity"``; anything else raises here (the dispatcher in
-``functional.py`` sends other activations to the PyTorch path).
+Fused base activations: ``"silu"`` and ``"identity"`` (:mod:`efficient_kan.activations`); anything
+else raises here (the dispatcher in ``functional.py`` sends other activations to the PyTorch path).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 
 from efficient_kan.kernels import chunked_bwd, chunked_fwd, kan_bwd_dw, kan_bwd_dx, kan_fwd
 from efficient_kan.kernels._config import interpreting
-from efficient_kan.kernels.kan_chunked import DEFAULT_CHUNK_BYTES
 
 from .activations import FUSED, activation_name, kernel_code
 from .reference import kan_linear_reference, kan_linear_reference_backward, kan_linear_reference_jvp
+from .settings import settings
 
 # TRITON_INTERPRET is read once (it must be set before triton is imported); a constant here keeps
 # functools.cache out of what torch.compile traces.
@@ -45,10 +43,7 @@ _INTERPRETER = interpreting()
 __all__ = [
     "kan_linear_triton",
     "choose_strategy",
-    "set_strategy",
-    "set_chunk_bytes",
     "KANLinearFunction",
-    "STRATEGIES",
 ]
 
 
@@ -84,84 +79,10 @@ def _input_precision(dtype: torch.dtype) -> str:
 # ---------------------------------------------------------------------------------------------
 # Strategy: fused kernels, or the expanded input in bounded chunks feeding cuBLAS.
 
-STRATEGIES = ("auto", "fused", "chunked")
-
-
-def _check_strategy(name: object) -> str:
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy (EFFICIENT_KAN_STRATEGY) must be one of {STRATEGIES}, got {name!r}")
-    return name  # type: ignore[return-value]
-
-
-def _check_chunk_bytes(value: object) -> int:
-    try:
-        n = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or (isinstance(value, float) and value != n):
-        raise ValueError(
-            f"chunk_bytes (EFFICIENT_KAN_CHUNK_BYTES) must be a positive integer (bytes), got {value!r}"
-        )
-    return n
-
-
-class _Settings:
-    """Process-wide choices of the Triton path. Read from the environment once, at import (so a
-    call costs no environment lookups), changed at runtime with :func:`set_strategy` and
-    :func:`set_chunk_bytes`. An invalid environment value raises at the first call that uses it
-    (setting the value at runtime replaces it)."""
-
-    def __init__(self) -> None:
-        self._strategy: object = os.environ.get("EFFICIENT_KAN_STRATEGY", "").strip() or "auto"
-        self._chunk_bytes: object = (
-            os.environ.get("EFFICIENT_KAN_CHUNK_BYTES", "").strip() or DEFAULT_CHUNK_BYTES
-        )
-        self._strategy_ok = self._chunk_ok = False
-
-    @property
-    def strategy(self) -> str:
-        if not self._strategy_ok:
-            self._strategy, self._strategy_ok = _check_strategy(self._strategy), True
-        return self._strategy  # type: ignore[return-value]
-
-    @strategy.setter
-    def strategy(self, value: object) -> None:
-        self._strategy, self._strategy_ok = _check_strategy(value), True
-
-    @property
-    def chunk_bytes(self) -> int:
-        if not self._chunk_ok:
-            self._chunk_bytes, self._chunk_ok = _check_chunk_bytes(self._chunk_bytes), True
-        return self._chunk_bytes  # type: ignore[return-value]
-
-    @chunk_bytes.setter
-    def chunk_bytes(self, value: object) -> None:
-        self._chunk_bytes, self._chunk_ok = _check_chunk_bytes(value), True
-
-
-_settings = _Settings()
-
-
-def set_strategy(strategy: str) -> str:
-    """Set the Triton strategy for later calls (``"auto"``, ``"fused"`` or ``"chunked"``; the
-    default comes from ``EFFICIENT_KAN_STRATEGY``, else ``"auto"``). Returns the previous one
-    (the raw environment value if that was never used)."""
-    previous = _settings._strategy
-    _settings.strategy = strategy
-    return previous  # type: ignore[return-value]
-
-
-def set_chunk_bytes(chunk_bytes: int) -> int:
-    """Set the chunked strategy's buffer bound in bytes (default ``EFFICIENT_KAN_CHUNK_BYTES``, else
-    32 MiB). Returns the previous value."""
-    previous = _settings._chunk_bytes
-    _settings.chunk_bytes = chunk_bytes
-    return previous  # type: ignore[return-value]
-
 
 def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> str:
-    """``"fused"`` or ``"chunked"`` for one call: the setting (:func:`set_strategy`,
-    ``EFFICIENT_KAN_STRATEGY``) and, when it is ``"auto"``, the shape.
+    """``"fused"`` or ``"chunked"`` for one call: ``efficient_kan.settings().strategy`` and, when
+    it is ``"auto"``, the shape.
 
     Both compute the same function to rounding. ``fused`` (``kan_fwd``/``kan_bwd``: one launch
     forward, two backward, the basis only in registers) suits small, launch-bound calls; ``chunked``
@@ -171,7 +92,7 @@ def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torc
     to be set from ``benchmarks/bench_layer.py``, which times both. fp64 always takes ``chunked``
     under ``auto``: its products then run in cuBLAS's fp64 GEMM rather than Triton's fp64 ``tl.dot``.
     """
-    chosen = _settings.strategy
+    chosen = settings().strategy
     if chosen != "auto":
         return chosen
     if dtype == torch.float64:
@@ -186,7 +107,15 @@ def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torc
 def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
     if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
         return chunked_fwd(
-            x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _settings.chunk_bytes
+            x,
+            grid,
+            base_weight,
+            spline_weight,
+            spline_scaler,
+            bias,
+            spline_order,
+            act,
+            settings().chunk_bytes,
         )
     return kan_fwd(
         x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _input_precision(x.dtype)
@@ -203,7 +132,7 @@ def _backward_impl(
     if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
         dx, dbw, dsw, dsc = chunked_bwd(
             grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act,
-            need_dx, need_dw, _settings.chunk_bytes,
+            need_dx, need_dw, settings().chunk_bytes,
         )  # fmt: skip
         return dx, dbw, dsw, dsc, grad_y.sum(0, dtype=acc) if need_db else None
     prec = _input_precision(x.dtype)
