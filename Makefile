@@ -25,11 +25,18 @@ test-compat:     ## the fast suite on the GPU machine's torch/triton/Python (a v
 lint:
 	ruff check . && ruff format --check efficient_kan kernels tests benchmarks examples train_mnist.py
 
-bench-cpu:       ## PyTorch path vs a dense Cox-de Boor layer on CPU
+# Benchmarks never write into benchmarks/results/ (the committed results) unless told to with
+# --publish (or --out benchmarks/results); by default each run writes a new git-ignored
+# bench-out/<script>-<UTC time>/ folder and prints it.
+bench-cpu:       ## PyTorch path vs a dense Cox-de Boor layer on CPU; prints its table, writes no files
 	OMP_NUM_THREADS=1 $(PY) -m pytest benchmarks/bench_cpu_layer.py --benchmark-enable
 
-bench-gpu:       ## the layer benchmark (needs CUDA); writes benchmarks/results/bench_layer_<gpu>.*
-	$(PY) benchmarks/bench_layer.py
+# Publishes: the results of a GPU are what this target is for, and they are merged by key with the
+# committed ones of the same GPU.
+bench-gpu:       ## the layer benchmark (needs CUDA); publishes: --publish writes benchmarks/results/bench_layer_<gpu>.*
+	$(PY) benchmarks/bench_layer.py --publish
 
-mnist-table:     ## KAN vs MLP on the bundled MNIST subset
+# Does not publish: it runs on any machine with its default threads, while the committed CPU
+# tables come from the exact commands recorded in them; to publish, run that command with --publish.
+mnist-table:     ## KAN vs MLP on the bundled MNIST subset; a trial: writes a new bench-out/mnist_table-<time>/
 	$(PY) benchmarks/mnist_table.py --dataset mnist-5k

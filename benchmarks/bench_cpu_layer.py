@@ -5,6 +5,13 @@ Run (pytest-benchmark; the project's default pytest options disable benchmarks, 
     PYTHONPATH=. python -m pytest benchmarks/bench_cpu_layer.py --benchmark-enable \
         --benchmark-columns=median,iqr,rounds --benchmark-sort=name
 
+It prints its table and writes no files: pytest-benchmark saves only when asked, with
+``--benchmark-json=PATH`` (that file) or ``--benchmark-save=NAME`` / ``--benchmark-autosave`` (under
+``--benchmark-storage``, default ``./.benchmarks``, git-ignored). The committed
+``benchmarks/results/cpu_layer_*`` files summarise three ``--benchmark-json`` runs (see their header).
+Options and their defaults: ``python -m pytest benchmarks/bench_cpu_layer.py --help`` (the
+"benchmark" section).
+
 Cases: KAN([784, 64, 10]) at batch 64 (MNIST-sized, launch/overhead-bound) and one 1024x1024
 layer at batch 256, forward and forward+backward, for ``efficient_kan`` ("ours") and the baseline.
 The baseline evaluates every basis at every recursion level on (batch, in, knots) tensors and lets

@@ -19,17 +19,20 @@ Precisions: ``fp32`` (IEEE, ``set_float32_matmul_precision("highest")``), ``tf32
 gradients included). Also one ``KAN([784, 64, 10])`` training step (forward, backward, Adam) at
 batch 64 against an MLP of the same widths, eagerly and replayed from a CUDA graph.
 
-Writes ``benchmarks/results/bench_layer_<gpu>.json`` and ``.md`` (gpu name, torch/triton versions,
-date, command). Results are merged into an existing JSON by key, so a run can be split over calls
-(``--precisions``, ``--shapes``). The first call per shape autotunes and compiles (minutes; the
-Triton cache keeps them); ``EFFICIENT_KAN_AUTOTUNE=0`` uses the first config only.
+Writes ``bench_layer_<gpu>.json`` and ``.md`` (gpu name, torch/triton versions, date, command) into
+a new folder ``bench-out/bench_layer-<UTC time>/`` (git-ignored), printed at the end; ``--out DIR``
+names another folder and ``--publish`` the committed ``benchmarks/results/``. Results are merged
+into an existing JSON in that folder by key, so a run can be split over calls (``--precisions``,
+``--shapes``; ``--skip-done`` with the same ``--out`` continues one). The first call per shape
+autotunes and compiles (minutes; the Triton cache keeps them); ``EFFICIENT_KAN_AUTOTUNE=0`` uses the
+first config only.
 
 Without CUDA this prints that GPU numbers need a GPU and exits 0; ``--smoke`` then runs one tiny
 shape under ``TRITON_INTERPRET=1`` to check the script itself (timings meaningless).
 
 Examples::
 
-    PYTHONPATH=. python benchmarks/bench_layer.py                  # everything (GPU)
+    PYTHONPATH=. python benchmarks/bench_layer.py --publish        # everything (GPU), committed
     PYTHONPATH=. python benchmarks/bench_layer.py --precisions bf16 --shapes 4096x1024x1024x5
     PYTHONPATH=. python benchmarks/bench_layer.py --smoke          # CPU check of the script
 """
@@ -44,7 +47,6 @@ import re
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -64,6 +66,9 @@ from efficient_kan.bspline import bspline_basis, uniform_grid  # noqa: E402
 from efficient_kan.reference import kan_linear_reference  # noqa: E402
 from efficient_kan.settings import configure, use  # noqa: E402
 from efficient_kan.triton_backend import choose_strategy, kan_linear_triton  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
+import _output  # noqa: E402
 
 SHAPES = [  # (batch, in, out, grid_size)
     (64, 784, 64, 5),
@@ -370,27 +375,60 @@ def write_markdown(path: Path, data: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option's help shows its default)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_output.HelpFormatter)
     ap.add_argument(
-        "--shapes", nargs="+", default=None, help="batch x in x out x grid, e.g. 4096x1024x1024x5"
+        "--precisions",
+        nargs="+",
+        default=list(PRECISIONS),
+        choices=PRECISIONS,
+        help="fp32: IEEE; tf32: matmul precision 'high'; bf16: autocast",
+    )
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        choices=MODES,
+        help="fwd under no_grad, or forward and backward",
+    )
+    ap.add_argument(
+        "--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS, help="implementations to time"
+    )
+    ap.add_argument(
+        "--shapes",
+        nargs="+",
+        default=None,
+        help="batch x in x out x grid, e.g. 4096x1024x1024x5 (None: the built-in list, "
+        + " ".join(shape_key(s) for s in SHAPES)
+        + ")",
     )
     ap.add_argument("--no-training", action="store_true", help="skip the KAN([784, 64, 10]) training step")
     ap.add_argument(
-        "--max-minutes", type=float, default=None, help="start no new measurement after this long"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no new measurement after this long (None: no limit)",
     )
-    ap.add_argument("--skip-done", action="store_true", help="skip keys already measured in the JSON")
     ap.add_argument(
-        "--out", default=None, help="results folder (default: benchmarks/results; --smoke: a temp dir)"
+        "--skip-done", action="store_true", help="skip keys already measured in the JSON of the output folder"
     )
-    ap.add_argument("--smoke", action="store_true", help="CPU: one tiny shape under the interpreter")
+    _output.add_out_arguments(
+        ap, "bench_layer", publish=True, existing="new results merge into its JSON there by key"
+    )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU: one tiny shape under the interpreter, to check the script (never published)",
+    )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
-    args.out_given = args.out is not None
-    if args.out is None:
-        args.out = str(Path(__file__).resolve().parent / "results")
+    if args.smoke and args.publish:
+        ap.error("--smoke measures nothing worth keeping: it is never published (use --out DIR)")
 
     if not torch.cuda.is_available():
         print("bench_layer: GPU numbers need a CUDA GPU; none here, nothing measured.")
@@ -415,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         r = measure_training_step("torch", dev, "fp32")
         data["training"][f"{training_step_name('torch')}|fp32"] = r
         print(f"  KAN([784,64,10]) torch step {r['median_ms']:.2f} ms")
-        out = Path(args.out) if args.out_given else Path(tempfile.mkdtemp(prefix="bench_layer_smoke_"))
-        out.mkdir(parents=True, exist_ok=True)
+        out, _ = _output.resolve_out(args, "bench_layer")
         (out / "bench_layer_smoke.json").write_text(json.dumps(data, indent=1))
         write_markdown(out / "bench_layer_smoke.md", data)
         print(f"  wrote {out / 'bench_layer_smoke.md'}")
@@ -427,8 +464,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gpu_name = torch.cuda.get_device_name(dev)
     slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, fresh = _output.resolve_out(args, "bench_layer")
     json_path, md_path = out / f"bench_layer_{slug}.json", out / f"bench_layer_{slug}.md"
     data = json.loads(json_path.read_text()) if json_path.exists() else {"layer": {}, "training": {}}
     data["meta"] = {
@@ -474,9 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                 json_path.write_text(json.dumps(data, indent=1))
                 write_markdown(md_path, data)
     if stopped:
-        print(
-            f"stopped after --max-minutes {args.max_minutes}; rerun with --skip-done to continue", flush=True
-        )
+        # A new default folder holds no measurements: continuing needs the folder just written.
+        again = f"--skip-done --out {shlex.quote(str(out))}" if fresh else "--skip-done"
+        print(f"stopped after --max-minutes {args.max_minutes}; rerun with {again} to continue", flush=True)
     if not args.no_training and not stopped:
         for precision in args.precisions:
             for kind in TRAINING_KINDS:
@@ -494,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("highest")
     json_path.write_text(json.dumps(data, indent=1))
     write_markdown(md_path, data)
-    print(f"wrote {md_path} and {json_path}")
+    print(f"wrote {md_path} and {json_path.name} in {out}")
     return 0
 
 

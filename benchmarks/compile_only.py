@@ -35,10 +35,10 @@ import threading
 import time
 from pathlib import Path
 
-if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-    sys.exit("compile_only.py compiles for a GPU target: run it without TRITON_INTERPRET")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output and bench_layer
 
+import _output  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -168,7 +168,6 @@ def layer_step(batch: int, n_in: int, n_out: int, grid_size: int, precision: str
 def bench_workload() -> list[tuple]:
     """What ``bench_layer.py`` runs through the Triton path: its shapes, both strategies, three
     precisions, and the ``KAN([784, 64, 10])`` training step's two layers at batch 64."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_layer import PRECISIONS, SHAPES
 
     steps = []
@@ -219,16 +218,31 @@ def parse_step(text: str) -> tuple:
     return (b, i, o, g, precision, strategy, order)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workload", choices=list(WORKLOADS), default="small")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option's help shows its default). The script writes no files but
+    Triton's cache: it prints what it compiled."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_output.HelpFormatter)
+    ap.add_argument(
+        "--workload",
+        choices=list(WORKLOADS),
+        default="small",
+        help="bench: bench_layer.py's layers; mnist: mnist_table.py's KANs; small: awkward small shapes",
+    )
     ap.add_argument(
         "--steps", nargs="+", type=parse_step, default=None,
-        help="layer calls instead of a workload: BxIxOxG:fp32|tf32|bf16|fp64:fused|chunked|auto[:order]",
+        help="layer calls instead of a workload: BxIxOxG:fp32|tf32|bf16|fp64:fused|chunked|auto[:order] "
+        "(None: --workload's)",
     )  # fmt: skip
     ap.add_argument("--no-autotune", action="store_true", help="first config only (EFFICIENT_KAN_AUTOTUNE=0)")
     ap.add_argument("--cache-dir", default=None, help="Triton cache to fill (default: a new temporary one)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Checked here rather than at import so that tests (under the interpreter) can read the parser.
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        sys.exit("compile_only.py compiles for a GPU target: run it without TRITON_INTERPRET")
+    args = build_parser().parse_args(argv)
     if args.no_autotune:
         os.environ["EFFICIENT_KAN_AUTOTUNE"] = "0"
     os.environ["TRITON_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="compile_only_")

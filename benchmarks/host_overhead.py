@@ -5,7 +5,8 @@ At small batches a KAN layer is launch-bound: the Python work per call, not the 
 This measures our share of it on any machine, GPU or not: ``JITFunction.run`` (Triton's launch) is
 replaced by a no-op, the CUDA-device check is bypassed, and tiny CPU tensors keep PyTorch's own
 work small. ``F.linear`` forward+backward on the same tensors is timed alongside as the yardstick
-(best of 5 rounds of 3,000 calls each). Triton's launcher cost comes on top on a real GPU.
+(best of ``--rounds`` rounds of ``--calls`` calls each). Triton's launcher cost comes on top on a
+real GPU. It writes no files: it prints.
 
     PYTHONPATH=. python benchmarks/host_overhead.py [--profile]
 
@@ -21,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-    sys.exit("host_overhead.py stubs the real launcher: run it without TRITON_INTERPRET")
-os.environ["EFFICIENT_KAN_AUTOTUNE"] = "0"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 
+import _output  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton.runtime.jit as triton_jit  # noqa: E402
@@ -47,10 +47,24 @@ def best_us(fn, calls: int = 3000, rounds: int = 5) -> float:
     return best
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option's help shows its default)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_output.HelpFormatter)
+    ap.add_argument("--calls", type=int, default=3000, help="calls per timed round")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds; the best one counts")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of the KAN call")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Checked here rather than at import so that tests (under the interpreter) can read the parser.
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        sys.exit("host_overhead.py stubs the real launcher: run it without TRITON_INTERPRET")
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.calls < 1 or args.rounds < 1:
+        ap.error("--calls and --rounds must be at least 1")
+    os.environ["EFFICIENT_KAN_AUTOTUNE"] = "0"  # read at the first launch, which comes below
     triton_jit.JITFunction.run = lambda self, *a, **k: None  # no launch
     tb._INTERPRETER = True  # only lets CPU tensors through the device check
     efficient_kan.configure(strategy="fused")
@@ -73,7 +87,7 @@ def main() -> int:
         x.grad = w.grad = b.grad = None
         F.linear(x, w, b).backward(gy)
 
-    lin_us, kan_us = best_us(linear), best_us(kan)
+    lin_us, kan_us = (best_us(fn, args.calls, args.rounds) for fn in (linear, kan))
     print(f"F.linear forward+backward: {lin_us:.1f} us; KAN fused strategy, launches stubbed: {kan_us:.1f} us "
           f"({kan_us / lin_us:.2f}x); torch {torch.__version__}")  # fmt: skip
     if args.profile:

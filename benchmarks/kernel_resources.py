@@ -38,6 +38,9 @@ from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
+import _output  # noqa: E402
+
 # Pointers to knots, parameters and their gradients stay fp32; x, y, dy, the expanded buffer are
 # in the operand dtype.
 FP32_PTRS = {"g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr", "db_ptr"}
@@ -116,21 +119,35 @@ def compile_one(fn, consts: dict, warps: int, stages: int, dtype: str, ints: dic
     return {"shared_from_triton": compiled.metadata.shared, **resources(compiled.asm["cubin"])}
 
 
-def main() -> int:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        sys.exit("kernel_resources.py compiles for a GPU target: run it without TRITON_INTERPRET")
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    kinds = ("fwd", "dx", "dw", "expand", "dx_reduce", "pack", "unpack")
-    ap.add_argument("--kinds", nargs="+", default=list(kinds), choices=kinds)
-    ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32", "fp64"))
-    ap.add_argument("--shapes", nargs="+", default=list(SHAPE_CLASSES), choices=list(SHAPE_CLASSES))
+KINDS = ("fwd", "dx", "dw", "expand", "dx_reduce", "pack", "unpack")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option's help shows its default). The script writes no files: it
+    prints one line per config."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_output.HelpFormatter)
+    ap.add_argument(
+        "--kinds", nargs="+", default=list(KINDS), choices=KINDS,
+        help="kernels: the fused strategy's fwd, dx, dw; the chunked strategy's expand, dx_reduce, pack, unpack",
+    )  # fmt: skip
+    ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32", "fp64"), help="operand dtype")
+    ap.add_argument(
+        "--shapes", nargs="+", default=list(SHAPE_CLASSES), choices=list(SHAPE_CLASSES),
+        help="shape classes: grid size G and spline order K",
+    )  # fmt: skip
     ap.add_argument(
         "--generic",
         action="store_true",
         help="compile without a launch's specializations (i64 strides, no unit strides, no "
-        "alignment): the worst case. Default: contiguous tensors at batch 4096, 1024 -> 1024",
+        "alignment): the worst case. Off: contiguous tensors at batch 4096, 1024 -> 1024",
     )
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        sys.exit("kernel_resources.py compiles for a GPU target: run it without TRITON_INTERPRET")
+    args = build_parser().parse_args(argv)
     cdt = triton.language.float64 if args.dtype == "fp64" else triton.language.float32
     fused = {"fwd": _kan_fwd_kernel, "dx": _kan_bwd_dx_kernel, "dw": _kan_bwd_dw_kernel}
     chunked = {

@@ -8,18 +8,22 @@ For each width list (default: the five of the issue) it trains, with train_mnist
 - an MLP with about the KAN's parameter count (its hidden widths scaled up; ``[784, 10]`` gets one
   hidden layer),
 
-over several seeds, and writes ``<out>/mnist_<dataset>_<device>.md`` and ``.json`` plus a PNG
-(accuracy vs parameters, throughput vs parameters). Every run's full result (history, command,
-device, versions) is in the JSON, and the script reuses finished runs from it: rerun the same
-command to continue after ``--max-minutes`` stopped it (e.g. under a 10-minute job limit).
+over several seeds, and writes ``mnist_<dataset>_<device>.md`` and ``.json`` plus a PNG
+(accuracy vs parameters, throughput vs parameters) into a new folder ``bench-out/mnist_table-<UTC
+time>/`` (git-ignored; ``--out DIR`` names another, ``--publish`` the committed
+``benchmarks/results/``), printed at the end. Every run's full result (history, command, device,
+versions) is in the JSON, and the script reuses finished runs from the JSON in its output folder:
+to continue after ``--max-minutes`` stopped it (e.g. under a 10-minute job limit), rerun the same
+command with ``--out`` set to the folder it printed (with ``--out`` or ``--publish``, the same
+command as it is).
 
 Examples::
 
-    # CPU, smallest rows, bundled subset (a few minutes on 2 cores)
+    # CPU trial, smallest rows, bundled subset (a few minutes on 2 cores)
     PYTHONPATH=. python benchmarks/mnist_table.py --dataset mnist-5k --rows 784,10 784,48,10 --threads 1
-    # GPU, everything, 10 epochs x 3 seeds; repeat until it says "complete"
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset fashion-mnist --max-minutes 8
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset mnist-5k --max-minutes 8
+    # GPU, everything, 10 epochs x 3 seeds, for the committed tables; repeat until it says "complete"
+    PYTHONPATH=. python benchmarks/mnist_table.py --dataset fashion-mnist --max-minutes 8 --publish
+    PYTHONPATH=. python benchmarks/mnist_table.py --dataset mnist-5k --max-minutes 8 --publish
 
 A machine without a package registry has no /usr/share/datasets/fashion-mnist: copy the four files
 into the (git-ignored) ``data/fashion-mnist/`` first, where ``--data-dir data`` finds them
@@ -55,6 +59,9 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from efficient_kan.training import build_model, count_parameters, device_description  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
+import _output  # noqa: E402
 
 DEFAULT_ROWS = ("784,10", "784,48,10", "784,64,10", "784,500,10", "784,100,100,100,10")
 # Run settings that must agree for a stored run to be reused.
@@ -353,7 +360,8 @@ def write_plot(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
     )
     for ax in (ax_acc, ax_speed):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run stopped before its first model has none
+            ax.legend(fontsize=8)
     fig.suptitle(textwrap.fill(title, 160), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -378,32 +386,53 @@ def _rows(values: Sequence[str]) -> list[list[int]]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option's help shows its default)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_output.HelpFormatter)
+    p.add_argument(
+        "--dataset",
+        choices=("mnist", "fashion-mnist", "mnist-5k"),
+        default="mnist-5k",
+        help="data set (mnist-5k: the 5,000-digit subset bundled with the package)",
     )
-    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "mnist-5k"), default="mnist-5k")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default="data", help="folder where MNIST / Fashion-MNIST are looked for")
     p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help="width lists, e.g. 784,10 784,64,10")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--grid-size", type=int, default=5)
-    p.add_argument("--spline-order", type=int, default=3)
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--test-limit", type=int, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per run")
-    p.add_argument("--isolate", choices=("auto", "process", "none"), default="auto",
-                   help="a process per run (auto: on CPU, where peak RSS is per process)")  # fmt: skip
-    p.add_argument("--max-minutes", type=float, default=None, help="start no new run after this long")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--tag", default=None, help="file-name tag for the device (default: cpu or the GPU name)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--grid-size", type=int, default=5, help="KAN grid intervals per feature")
+    p.add_argument("--spline-order", type=int, default=3, help="KAN B-spline order")
+    p.add_argument(
+        "--train-limit", type=int, default=None, help="use only this many training samples (None: all)"
+    )
+    p.add_argument("--test-limit", type=int, default=None, help="use only this many test samples (None: all)")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available"
+    )
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype")
+    p.add_argument("--compile", action="store_true", help="torch.compile the models")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per run (None: torch's default)")
+    p.add_argument(
+        "--isolate",
+        choices=("auto", "process", "none"),
+        default="auto",
+        help="a process per run (auto: on CPU, where peak RSS is per process)",
+    )
+    p.add_argument(
+        "--max-minutes", type=float, default=None, help="start no new run after this long (None: no limit)"
+    )
+    _output.add_out_arguments(
+        p, "mnist_table", publish=True, existing="finished runs in its JSON there are reused"
+    )
+    p.add_argument("--tag", default=None, help="file-name tag for the device (None: cpu or the GPU name)")
     p.add_argument("--note", default=None, help="hand-written text appended under the findings")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         rows = _rows(args.rows)
@@ -417,8 +446,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("error: --device cuda but no CUDA device is available")
     isolate = {"auto": device.type == "cpu", "process": True, "none": False}[args.isolate]
     tag = args.tag or ("cpu" if device.type == "cpu" else _slug(torch.cuda.get_device_name(0)))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, fresh = _output.resolve_out(args, "mnist_table")
     stem = out_dir / f"mnist_{args.dataset}_{tag}"
     json_path, md_path, png_path = (
         stem.with_suffix(".json"),
@@ -466,9 +494,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     _write_all(
         args, configs, runs, seeds, device, command, json_path, md_path, png_path, skipped=missing or None
     )
-    print(
-        f"{'complete' if not missing else f'{missing} runs still to do (rerun the same command)'}: {md_path}"
-    )
+    if not missing:
+        print(f"complete: {md_path} (all files in {out_dir})")
+    else:
+        # A new default folder holds no runs; only the folder just written lets a rerun continue.
+        again = ["python", "benchmarks/mnist_table.py", *argv] + (["--out", str(out_dir)] if fresh else [])
+        print(f"{missing} runs still to do; continue with: {shlex.join(again)}\nso far: {md_path}")
 
 
 def _probe(cfg: dict[str, Any], seed: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -4,8 +4,10 @@
 ``bench_layer.py`` says how far each provider is from the floor; this says why. For every provider
 named, after a warm-up (autotuning and compiles happen there), ``--iters`` forward+backward
 iterations run under the profiler; the kernel table (device time per kernel name, summed and per
-call) is printed and written to ``<out>/profile_<shape>_<precision>.txt``, with a Chrome trace per
-provider beside it (``chrome://tracing`` or https://ui.perfetto.dev).
+call) is printed and written to ``profile_<shape>_<precision>.txt``, with a Chrome trace per
+provider beside it (``chrome://tracing`` or https://ui.perfetto.dev), in a new folder
+``bench-out/profile_layer-<UTC time>/`` (git-ignored) printed at the end, or in ``--out DIR``. The
+traces are large and not meant for the repository, so there is no ``--publish``.
 
     PYTHONPATH=. python benchmarks/profile_layer.py                           # 4096x1024x1024x5, bf16
     PYTHONPATH=. python benchmarks/profile_layer.py --shape 64x784x64x5 --precision tf32
@@ -32,6 +34,9 @@ if "--smoke" in sys.argv and not torch.cuda.is_available():
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # for _output
+import _output  # noqa: E402
+
 _spec = importlib.util.spec_from_file_location("bench_layer", HERE / "bench_layer.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
@@ -69,14 +74,33 @@ def profile_provider(provider: str, shape, precision: str, dev: torch.device, it
         torch.set_float32_matmul_precision("highest")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option's help shows its default)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_output.HelpFormatter)
     ap.add_argument("--shape", default="4096x1024x1024x5", help="batch x in x out x grid")
-    ap.add_argument("--precision", default="bf16", choices=bench.PRECISIONS)
-    ap.add_argument("--providers", nargs="+", default=["fused", "chunked", "floor"], choices=bench.PROVIDERS)
+    ap.add_argument(
+        "--precision",
+        default="bf16",
+        choices=bench.PRECISIONS,
+        help="fp32: IEEE; tf32: matmul precision 'high'; bf16: autocast",
+    )
+    ap.add_argument(
+        "--providers",
+        nargs="+",
+        default=["fused", "chunked", "floor"],
+        choices=bench.PROVIDERS,
+        help="implementations to profile (bench_layer.py's)",
+    )
     ap.add_argument("--iters", type=int, default=10, help="profiled forward+backward calls")
-    ap.add_argument("--out", default=str(HERE / "results"), help="folder for the table and traces")
+    _output.add_out_arguments(
+        ap, "profile_layer", publish=False, existing="files of the same shape and precision are replaced"
+    )
     ap.add_argument("--smoke", action="store_true", help="CPU: one tiny shape under the interpreter")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     try:
         shape = tuple(int(v) for v in args.shape.split("x"))
@@ -97,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print("profile_layer: needs a CUDA GPU (or --smoke to check the script on CPU); nothing profiled.")
         return 0
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, _ = _output.resolve_out(args, "profile_layer")
     key = f"{bench.shape_key(shape)}_{args.precision}"
     import triton
 

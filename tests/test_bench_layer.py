@@ -1,36 +1,87 @@
 """benchmarks/bench_layer.py --smoke on CPU: the GPU benchmark script runs end to end (both Triton
 strategies checked against fp64, JSON and markdown written) before any GPU time is spent on it.
-Its timings under the interpreter mean nothing and are not looked at."""
+Its timings under the interpreter mean nothing and are not looked at.
+
+Also the rules every benchmark script keeps: a run writes into benchmarks/results/ (the committed
+results) only when told to (--publish or --out), by default into a new folder under bench-out/; and
+every option's --help shows its default."""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import importlib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def load_script(name: str):
+    """``benchmarks/<name>.py`` as a fresh module (its ``main`` is not run)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def output_module():
+    """The ``benchmarks/_output.py`` helper module, the one instance the scripts import."""
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("_output")
+
+
+def results_snapshot() -> dict[str, tuple[int, str]]:
+    """Every file under benchmarks/results/: modification time and content hash."""
+    return {
+        str(f.relative_to(RESULTS)): (f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest())
+        for f in sorted(RESULTS.rglob("*"))
+        if f.is_file()
+    }
+
+
+@pytest.fixture
+def fresh_root(tmp_path, monkeypatch):
+    """Where the scripts' default output folders go during a test (instead of the checkout's
+    bench-out/), and a check that benchmarks/results/ is left exactly as it was."""
+    root = tmp_path / "bench-out"
+    monkeypatch.setattr(output_module(), "FRESH_ROOT", root)
+    before = results_snapshot()
+    yield root
+    assert results_snapshot() == before, "a run without --publish/--out changed benchmarks/results/"
+
+
+def only_folder(root: Path, script: str) -> Path:
+    folders = list(root.iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith(f"{script}-"), folders
+    return folders[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke mode is the CPU path of the script")
-def test_bench_layer_smoke(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_layer", REPO / "benchmarks" / "bench_layer.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_layer_smoke(fresh_root, capsys):
+    bench = load_script("bench_layer")
     try:
-        assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
+        assert bench.main(["--smoke"]) == 0  # default output: a new folder, never benchmarks/results
     finally:
         torch.set_float32_matmul_precision("highest")
-    data = json.loads((tmp_path / "bench_layer_smoke.json").read_text())
+    out = only_folder(fresh_root, "bench_layer")
+    assert str(out) in capsys.readouterr().out
+    data = json.loads((out / "bench_layer_smoke.json").read_text())
     rows = data["layer"]
     for provider in bench.PROVIDERS:
         for mode in bench.MODES:
             assert "median_ms" in rows[f"8x16x8x5|fp32|{mode}|{provider}"], (provider, mode)
     for provider in bench.TRITON_PROVIDERS:
         assert rows[f"8x16x8x5|fp32|fwd+bwd|{provider}"]["rel_err_vs_fp64"] < 1e-5
-    md = (tmp_path / "bench_layer_smoke.md").read_text()
+    md = (out / "bench_layer_smoke.md").read_text()
     assert "| 8x16x8x5 | fp32 | fwd+bwd |" in md
     assert "median_ms" in data["training"][f"{bench.training_step_name('torch')}|fp32"]
     # The CUDA-graph training steps (GPU only) have names of their own and refuse a CPU device.
@@ -41,16 +92,61 @@ def test_bench_layer_smoke(tmp_path, capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke mode is the CPU path of the script")
-def test_profile_layer_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("profile_layer", REPO / "benchmarks" / "profile_layer.py")
-    prof = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prof)
-    assert prof.main(["--smoke", "--out", str(tmp_path)]) == 0
-    report = (tmp_path / "profile_8x16x8x5_bf16.txt").read_text()
+def test_profile_layer_smoke(fresh_root, capsys):
+    prof = load_script("profile_layer")
+    assert prof.main(["--smoke"]) == 0  # default output: a new folder, never benchmarks/results
+    out = only_folder(fresh_root, "profile_layer")
+    assert str(out) in capsys.readouterr().out
+    report = (out / "profile_8x16x8x5_bf16.txt").read_text()
     for provider in ("fused", "chunked", "floor"):
         assert f"== {provider}" in report
-        assert (tmp_path / f"profile_8x16x8x5_bf16_{provider}.json").stat().st_size > 0
+        assert (out / f"profile_8x16x8x5_bf16_{provider}.json").stat().st_size > 0
     assert "failed" not in report
+
+
+def test_output_folder_rules(fresh_root, tmp_path):
+    """Default: a new folder per run under bench-out/ (two runs in the same second get two);
+    --out DIR: that folder; --publish: exactly benchmarks/results/, and it excludes --out. Smoke
+    results are never published."""
+    output = output_module()
+    parser = argparse.ArgumentParser()
+    output.add_out_arguments(parser, "demo", publish=True, existing="kept")
+    first, fresh = output.resolve_out(parser.parse_args([]), "demo")
+    second, _ = output.resolve_out(parser.parse_args([]), "demo")
+    assert fresh and first != second and first.parent == second.parent == fresh_root
+    assert first.name.startswith("demo-") and not any(first.iterdir())
+    chosen = tmp_path / "chosen" / "deeper"
+    assert output.resolve_out(parser.parse_args(["--out", str(chosen)]), "demo") == (chosen, False)
+    assert chosen.is_dir()
+    assert output.resolve_out(parser.parse_args(["--publish"]), "demo") == (RESULTS, False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--publish", "--out", str(chosen)])
+    with pytest.raises(SystemExit):
+        load_script("bench_layer").main(["--smoke", "--publish"])
+
+
+# The Python benchmark scripts with a command line (bench_cpu_layer.py is a pytest-benchmark file:
+# its options are pytest-benchmark's, and it writes no files unless asked, see its docstring).
+SCRIPTS = ("bench_layer", "compile_only", "host_overhead", "kernel_resources", "mnist_table", "profile_layer")
+
+
+def test_every_benchmark_script_is_covered():
+    found = {p.stem for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_")}
+    assert found == {*SCRIPTS, "bench_cpu_layer"}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_option_shows_help_and_default(name):
+    """``--help`` of each script explains every option and shows its default."""
+    pytest.importorskip("triton.backends.compiler")
+    parser = load_script(name).build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        text = formatter._expand_help(action) if action.help else ""
+        assert text and "(default:" in text, (name, action.option_strings, text)
+    assert "(default:" in parser.format_help()
 
 
 def test_kernel_resources_knows_every_integer_argument():
@@ -86,16 +182,47 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh"
     env = {**os.environ, "GPU_SESSION_DRY": "1", "OUT": str(tmp_path)}
-    proc = subprocess.run(
-        ["bash", str(script), "check", "bench:bf16", "profile:64x784x64x5", "mnist:mnist-5k"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    stages = ["check", "bench:bf16", "profile:64x784x64x5", "mnist:mnist-5k"]
+    proc = subprocess.run(["bash", str(script), *stages], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DRY: ")]
     assert any("pytest" in line and "tests/test_kernels.py" in line for line in lines)
     assert any("bench_layer.py --precisions bf16" in line and "--max-minutes 8.5" in line for line in lines)
     assert any("profile_layer.py" in line and "--shape 64x784x64x5" in line for line in lines)
     assert any("mnist_table.py --dataset mnist-5k" in line for line in lines)
+    # Without --publish nothing goes to benchmarks/results: every writer is told the session folder.
+    writers = [line for line in lines if "benchmarks/" in line]
+    assert len(writers) == 3 and all(f"--out {tmp_path}" in line for line in writers), writers
+    assert not any("--publish" in line for line in lines)
+    # The plan passes --publish: bench and mnist write the committed results; the profiles and the
+    # test log still go to the session folder (--out here, over $OUT).
+    session = tmp_path / "session"
+    published = subprocess.run(
+        ["bash", str(script), "--publish", "--out", str(session), *stages],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    lines = [line for line in published.stdout.splitlines() if line.startswith("DRY: ")]
+    for what in ("bench_layer.py", "mnist_table.py"):
+        assert any(what in line and "--publish" in line and "--out" not in line for line in lines), what
+    assert any("profile_layer.py" in line and f"--out {session}" in line for line in lines)
+    assert session.is_dir()
+    header = script.read_text().split("set -euo")[0]
+    plan = [line for line in header.splitlines() if "bash benchmarks/gpu_session.sh" in line]
+    assert plan and all("--publish" in line for line in plan), plan
+    # --help shows every option and variable with its default.
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "usage:" in shown.stdout
+    entries: list[str] = []  # an entry starts at two spaces of indent; deeper lines continue it
+    for line in shown.stdout.split("options:")[1].splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            entries.append(line)
+        elif line.startswith("   ") and entries:
+            entries[-1] += " " + line.strip()
+    names = [e.split()[0] for e in entries]
+    assert {"--out", "--publish", "GPU_SESSION_MINUTES", "GPU_SESSION_DRY"} <= set(names), names
+    for entry in entries:
+        assert entry.strip().startswith("-h") or "(default:" in entry, entry
     bad = subprocess.run(
         ["bash", str(script), "bench:fp16"], env=env, capture_output=True, text=True, timeout=60
     )
@@ -105,3 +232,35 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert short.returncode == 0 and "skipped" in short.stdout and "DRY:" not in short.stdout
+
+
+_PRINT_ONLY_TRIALS = """
+import sys
+sys.path.insert(0, "benchmarks")
+import compile_only, host_overhead, kernel_resources
+assert compile_only.main(["--no-autotune", "--steps", "1x3x5x5:fp32:chunked"]) == 0
+assert kernel_resources.main(["--kinds", "pack", "--shapes", "G5K3", "--dtype", "fp32"]) == 0
+assert host_overhead.main(["--calls", "10", "--rounds", "1"]) == 0  # last: it stubs Triton's launches
+"""
+
+
+@pytest.mark.slow
+def test_print_only_scripts_write_no_results():
+    """compile_only.py, kernel_resources.py and host_overhead.py print their findings and write no
+    files (compile_only.py fills a new temporary Triton cache): a tiny trial run of each leaves
+    benchmarks/results/ as it was. A subprocess: they compile for sm_90 or stub the launcher, which
+    needs Triton without its interpreter."""
+    import os
+    import subprocess
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    before = results_snapshot()
+    proc = subprocess.run(
+        [sys.executable, "-c", _PRINT_ONLY_TRIALS], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "0 failures" in proc.stdout and "pack" in proc.stdout and "F.linear" in proc.stdout
+    assert results_snapshot() == before

@@ -356,15 +356,34 @@ def test_benchmark_matches_parameter_counts():
     assert abs(table.mlp_params(deep) - kan_params) / kan_params < 0.01
 
 
-def test_benchmark_in_process_writes_table_json_and_plot(tmp_path):
+def _results_snapshot() -> dict[str, tuple[int, bytes]]:
+    results = REPO / "benchmarks" / "results"
+    return {str(f): (f.stat().st_mtime_ns, f.read_bytes()) for f in sorted(results.rglob("*")) if f.is_file()}
+
+
+def test_benchmark_in_process_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
+    """A trial run writes its table, JSON and plot into a new folder (never over the committed
+    benchmarks/results/) and prints it; rerun with --out set to that folder, it reuses the finished
+    runs; an unfinished run prints the command that continues it, --out included."""
     table = _load_table_module()
+    monkeypatch.setattr(table._output, "FRESH_ROOT", tmp_path / "bench-out")
+    before = _results_snapshot()
     argv = ["--dataset", "mnist-5k", "--rows", "784,10", "--epochs", "1", "--seeds", "0", "--device", "cpu"]
-    argv += ["--train-limit", "128", "--test-limit", "100", "--isolate", "none", "--out", str(tmp_path)]
+    argv += ["--train-limit", "128", "--test-limit", "100", "--isolate", "none"]
     table.main(argv)
-    md = (tmp_path / "mnist_mnist-5k_cpu.md").read_text()
+    assert _results_snapshot() == before, "a trial run changed benchmarks/results/"
+    (out,) = (tmp_path / "bench-out").iterdir()
+    assert out.name.startswith("mnist_table-") and f"complete: {out}" in capsys.readouterr().out
+    md = (out / "mnist_mnist-5k_cpu.md").read_text()
     assert "| KAN | 784-10 | 78,400 |" in md and "## What it shows" in md and "Command:" in md
-    data = json.loads((tmp_path / "mnist_mnist-5k_cpu.json").read_text())
+    data = json.loads((out / "mnist_mnist-5k_cpu.json").read_text())
     assert len(data["runs"]) == 3 and all(r["n_train"] == 128 for r in data["runs"])
-    assert (tmp_path / "mnist_mnist-5k_cpu.png").stat().st_size > 0
-    table.main(argv)  # finished runs are reused, not retrained
-    assert len(json.loads((tmp_path / "mnist_mnist-5k_cpu.json").read_text())["runs"]) == 3
+    assert (out / "mnist_mnist-5k_cpu.png").stat().st_size > 0
+    table.main([*argv, "--out", str(out)])  # finished runs are reused, not retrained
+    assert "[1/3]" not in capsys.readouterr().out
+    assert len(json.loads((out / "mnist_mnist-5k_cpu.json").read_text())["runs"]) == 3
+    table.main([*argv, "--max-minutes", "0"])  # stops before its first run, in a second new folder
+    (later,) = set((tmp_path / "bench-out").iterdir()) - {out}
+    assert f"--max-minutes 0 --out {later}" in capsys.readouterr().out
+    assert json.loads((later / "mnist_mnist-5k_cpu.json").read_text())["runs"] == []
+    assert _results_snapshot() == before
