@@ -3,9 +3,9 @@
 
 Providers, for each shape ``(batch, in, out, grid_size)`` (spline order 3):
 
-- ``fused``: ``kan_linear_triton`` with ``set_strategy("fused")`` (the fused kernels; no
+- ``fused``: ``kan_linear_triton`` with ``use(strategy="fused")`` (the fused kernels; no
   basis in memory);
-- ``chunked``: ``kan_linear_triton`` with ``set_strategy("chunked")`` (Triton expands the
+- ``chunked``: ``kan_linear_triton`` with ``use(strategy="chunked")`` (Triton expands the
   input in slices of at most ``EFFICIENT_KAN_CHUNK_BYTES``, cuBLAS multiplies them);
 - ``torch``: ``kan_linear_reference`` (materialises the basis);
 - ``nn.Linear``: ``F.linear`` with an ``(out, in)`` weight and bias;
@@ -64,7 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from efficient_kan import KAN  # noqa: E402
 from efficient_kan.bspline import bspline_basis, uniform_grid  # noqa: E402
 from efficient_kan.reference import kan_linear_reference  # noqa: E402
-from efficient_kan.triton_backend import choose_strategy, kan_linear_triton, set_strategy  # noqa: E402
+from efficient_kan.settings import configure, use  # noqa: E402
+from efficient_kan.triton_backend import choose_strategy, kan_linear_triton  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 import _output  # noqa: E402
@@ -192,7 +193,7 @@ def rel_error_vs_reference(call, params, gy: torch.Tensor, precision: str, dev: 
 
 def measure(provider: str, shape, precision: str, mode: str, dev: torch.device) -> dict:
     batch, n_in, n_out, g = shape
-    previous = set_strategy(provider) if provider in TRITON_PROVIDERS else None
+    previous = configure(strategy=provider) if provider in TRITON_PROVIDERS else None
     call, params = make_provider(provider, batch, n_in, n_out, g, dev)
     gy = torch.randn(batch, n_out, device=dev)
     rel_err = None
@@ -219,7 +220,7 @@ def measure(provider: str, shape, precision: str, mode: str, dev: torch.device) 
     if rel_err is not None:
         result["rel_err_vs_fp64"] = rel_err
     if previous is not None:
-        set_strategy(previous)
+        configure(strategy=previous.strategy)
     return result
 
 
@@ -283,11 +284,8 @@ def measure_training_step(kind: str, dev: torch.device, precision: str) -> dict:
 # ------------------------------------------------------------------------------- reporting
 def choose_strategy_for(shape) -> str:
     """The strategy ``auto`` picks for a (batch, in, out, grid) shape with no override set."""
-    saved = set_strategy("auto")
-    try:
+    with use(strategy="auto"):
         return choose_strategy(shape[0], shape[1], shape[2])
-    finally:
-        set_strategy(saved)
 
 
 def shape_key(shape) -> str:
@@ -305,7 +303,7 @@ def write_markdown(path: Path, data: dict) -> None:
         "(max_memory_allocated during one iteration minus the allocation before it). "
         "floor = one dense product over the expanded width in*(G+K+1), expanded input in memory.",
         "",
-        "fused / chunked: the two Triton strategies (set_strategy); 'auto' is the one "
+        "fused / chunked: the two Triton strategies (efficient_kan.use(strategy=...)); 'auto' is the one "
         "`choose_strategy` picks for the shape; 'best' is the faster of the two. err: largest "
         "relative error (Frobenius) of the output and every gradient against the fp64 reference, "
         "checked before timing (fwd+bwd rows).",

@@ -140,7 +140,8 @@ def layer_step(batch: int, n_in: int, n_out: int, grid_size: int, precision: str
                spline_order: int = 3, scaler: bool = True, bias: bool = True, backward: bool = True) -> None:  # fmt: skip
     """One forward (+ backward) of ``kan_linear_triton`` on CPU tensors with a strategy forced."""
     from efficient_kan.bspline import uniform_grid
-    from efficient_kan.triton_backend import kan_linear_triton, set_strategy
+    from efficient_kan.settings import configure
+    from efficient_kan.triton_backend import kan_linear_triton
 
     dtype = torch.float64 if precision == "fp64" else torch.float32
     torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
@@ -153,7 +154,7 @@ def layer_step(batch: int, n_in: int, n_out: int, grid_size: int, precision: str
         torch.randn(n_out, dtype=dtype, requires_grad=backward) if bias else None,
     ]
     grid = uniform_grid(n_in, grid_size, spline_order, dtype=dtype)
-    previous = set_strategy(strategy)
+    previous = configure(strategy=strategy)
     try:
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
         with ctx:
@@ -161,7 +162,7 @@ def layer_step(batch: int, n_in: int, n_out: int, grid_size: int, precision: str
         if backward:
             y.backward(torch.ones_like(y))
     finally:
-        set_strategy(previous)
+        configure(strategy=previous.strategy)
 
 
 def bench_workload() -> list[tuple]:

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton.runtime.jit as triton_jit  # noqa: E402
 
+import efficient_kan  # noqa: E402
 import efficient_kan.triton_backend as tb  # noqa: E402
 from efficient_kan.bspline import uniform_grid  # noqa: E402
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["EFFICIENT_KAN_AUTOTUNE"] = "0"  # read at the first launch, which comes below
     triton_jit.JITFunction.run = lambda self, *a, **k: None  # no launch
     tb._INTERPRETER = True  # only lets CPU tensors through the device check
-    tb.set_strategy("fused")
+    efficient_kan.configure(strategy="fused")
     torch.set_num_threads(1)
     m, i, o = 2, 8, 8
     x = torch.randn(m, i, requires_grad=True)

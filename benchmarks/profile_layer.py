@@ -45,7 +45,7 @@ _spec.loader.exec_module(bench)
 def profile_provider(provider: str, shape, precision: str, dev: torch.device, iters: int, trace: Path):
     """Profiles ``iters`` forward+backward calls; returns the profiler's kernel table as text."""
     batch, n_in, n_out, g = shape
-    previous = bench.set_strategy(provider) if provider in bench.TRITON_PROVIDERS else None
+    previous = bench.configure(strategy=provider) if provider in bench.TRITON_PROVIDERS else None
     try:
         call, params = bench.make_provider(provider, batch, n_in, n_out, g, dev)
         gy = torch.randn(batch, n_out, device=dev)
@@ -70,7 +70,7 @@ def profile_provider(provider: str, shape, precision: str, dev: torch.device, it
         return prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60)
     finally:
         if previous is not None:
-            bench.set_strategy(previous)
+            bench.configure(strategy=previous.strategy)
         torch.set_float32_matmul_precision("highest")
 
 

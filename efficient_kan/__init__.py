@@ -20,14 +20,19 @@ from .convert import kanify  # noqa: E402
 from .functional import kan_linear  # noqa: E402
 from .layer import KAN, KANLinear  # noqa: E402
 from .reference import kan_linear_reference  # noqa: E402
+from .settings import Settings, configure, settings, use  # noqa: E402
 
 __all__ = [
     "KAN",
     "KANLinear",
+    "Settings",
     "bspline_basis",
+    "configure",
     "kan_linear",
     "kan_linear_reference",
     "kanify",
+    "settings",
     "uniform_grid",
+    "use",
 ]
 __version__ = "0.1.0"

@@ -10,7 +10,9 @@ and autograd keeps all of them for backward. Here we find each input's knot span
 (``searchsorted``), evaluate only the ``spline_order + 1`` non-zero values with de Boor's triangular
 scheme ("The NURBS Book", algorithms A2.2/A2.3), get their derivatives from the order ``k - 1``
 values in the same pass, and scatter into the dense ``(batch, in, grid_size + spline_order)``
-tensor the matrix product wants. Backward is one gather and a multiply.
+tensor the matrix product wants. A first-order backward is one gather and a multiply; higher
+orders, ``torch.func`` transforms and forward-mode AD go through :func:`bspline_basis_derivative`,
+itself a combination of order ``k - 1`` bases, so every derivative is exact.
 """
 
 from __future__ import annotations
@@ -77,30 +79,33 @@ def _local_bases(
     every elementwise step below runs over long contiguous rows): ``values[r]`` is basis
     ``index[r]`` at ``x``. Lanes whose basis does not exist, or whose ``x`` is outside the grid (or
     NaN), have value and derivative 0 and an index clamped into range.
+
+    Only out-of-place tensor operations: the same code then runs under ``vmap``, is traced by
+    ``torch.export`` into ops autograd can differentiate, and compiles without graph breaks.
     """
     k = spline_order
     n, n_in = x.shape
     n_knots = grid.shape[1]
     x = x.contiguous()
-    # Span s: grid[s] <= x < grid[s + 1]. searchsorted wants one sorted row per feature.
-    span = torch.searchsorted(grid, x.t().contiguous(), right=True).t().contiguous().sub_(1)
+    # Span s: grid[s] <= x < grid[s + 1]. searchsorted wants contiguous sorted rows, one per feature.
+    span = torch.searchsorted(grid.contiguous(), x.t().contiguous(), right=True).t() - 1
     inside = (x >= grid[:, 0]) & (x < grid[:, -1])  # False for NaN too
     # Inputs outside the grid get a span whose every lane falls past the last basis: all dropped.
     n_bases = n_knots - 1 - k
     span = torch.where(inside, span, n_knots - 1 + k)
     first = span + torch.arange(-k, 1, device=x.device).view(-1, 1, 1)  # (K+1, N, I) basis indices
     index = first.clamp(0, n_bases - 1)
-    drop = index != first
+    keep = index == first
 
     if k == 0:
-        values = (~drop).to(x.dtype)
+        values = keep.to(x.dtype)
         return index, values, (torch.zeros_like(values) if with_derivative else None)
 
     # The 2k knots around the span, grid[s - k + 1 .. s + k], in one gather from padded knots.
     padded = _pad_knots(grid, k).t().contiguous()  # (n_knots + 2k, I); padded[s + k] == grid[s]
     offsets = torch.arange(1, 2 * k + 1, device=x.device).view(-1, 1, 1)
-    span = span.clamp_(max=n_knots - 2)  # outside inputs: any valid span, their lanes are dropped
-    knots = padded.gather(0, (span + offsets).view(2 * k * n, n_in)).view(2 * k, n, n_in)
+    span = span.clamp(max=n_knots - 2)  # outside inputs: any valid span, their lanes are dropped
+    knots = padded.gather(0, (span + offsets).reshape(2 * k * n, n_in)).view(2 * k, n, n_in)
     left = x - knots[:k]  # left[p] = x - t[s + 1 - (k - p)]
     right = knots[k:] - x  # right[p] = t[s + 1 + p] - x
 
@@ -114,58 +119,125 @@ def _local_bases(
         temp = values / (r_j + l_j)
         if j == k and with_derivative:
             # B'_{s-k+r, k} = k * (temp[r-1] - temp[r]): the order k-1 values over their spans.
-            derivs = torch.zeros(k + 1, n, n_in, dtype=x.dtype, device=x.device)
-            derivs[:k].sub_(temp)
-            derivs[1:].add_(temp)
-            derivs.mul_(k)
-        values = torch.zeros(j + 1, n, n_in, dtype=x.dtype, device=x.device)
-        torch.mul(r_j, temp, out=values[:j])
-        values[1:].addcmul_(l_j, temp)
-    values.masked_fill_(drop, 0.0)
+            derivs = k * (_pad_lanes(temp, 1, 0) - _pad_lanes(temp, 0, 1))
+        values = _pad_lanes(r_j * temp, 0, 1) + _pad_lanes(l_j * temp, 1, 0)
+    zero = values.new_zeros(())
+    values = torch.where(keep, values, zero)
     if derivs is not None:
-        derivs.masked_fill_(drop, 0.0)
+        derivs = torch.where(keep, derivs, zero)
     return index, values, derivs
 
 
-class _BSplineBasis(torch.autograd.Function):
-    """Dense bases with a backward that needs only the saved local derivatives."""
+def _pad_lanes(t: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """``t`` (lanes, N, I) with ``before``/``after`` lanes of zeros added along the lane axis."""
+    return torch.nn.functional.pad(t, (0, 0, 0, 0, before, after))
+
+
+def _dense(index: torch.Tensor, lanes: torch.Tensor, n_bases: int) -> torch.Tensor:
+    """Scatter ``(K+1, N, I)`` lane values into the dense ``(N, I, n_bases)`` layout.
+
+    Clamped duplicate indices carry the value 0, so the sum of a scatter-add is exact.
+    """
+    n, n_in = lanes.shape[1:]
+    out = lanes.new_zeros(n, n_in, n_bases)
+    return out.scatter_add(2, index.permute(1, 2, 0), lanes.permute(1, 2, 0))
+
+
+def _compute_dtype(x: torch.Tensor, grid: torch.Tensor) -> torch.dtype:
+    """Knot arithmetic runs in at least float32 (bf16 knots cannot resolve a fine grid)."""
+    return torch.promote_types(torch.promote_types(x.dtype, grid.dtype), torch.float32)
+
+
+class _BSplineBasisTraced(torch.autograd.Function):
+    """Dense bases; a first-order backward from the local derivatives saved by the forward.
+
+    ``forward``/``setup_context`` style with a generated vmap rule, so ``torch.func`` transforms
+    apply. The forward also returns the lane indices and local derivatives (non-differentiable
+    outputs that the public function drops) because they come out of the same de Boor pass.
+    A backward that must itself be differentiable (``create_graph=True``, ``torch.func``) uses
+    :func:`bspline_basis_derivative` instead, which is exact to every order.
+
+    This class is what ``torch.compile`` traces: dynamo refuses Functions with a custom ``jvp``.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, grid: torch.Tensor, spline_order: int) -> torch.Tensor:
-        compute_dtype = torch.promote_types(torch.promote_types(x.dtype, grid.dtype), torch.float32)
+    def forward(x, grid, spline_order, with_derivative):
+        compute_dtype = _compute_dtype(x, grid)
         n_bases = grid.shape[1] - 1 - spline_order
         index, vals, derivs = _local_bases(
-            x.to(compute_dtype), grid.to(compute_dtype), spline_order, with_derivative=ctx.needs_input_grad[0]
+            x.to(compute_dtype), grid.to(compute_dtype), spline_order, with_derivative
         )
-        # (K+1, N, I) lanes -> (N, I, K+1) views for the scatter into (N, I, n_bases); clamped
-        # duplicate indices carry value 0, so scatter_add is exact.
-        index = index.permute(1, 2, 0)
-        out = torch.zeros(*x.shape, n_bases, device=x.device, dtype=compute_dtype)
-        if torch.compiler.is_compiling():
-            # Under torch.compile the returned tensor must be neither filled in place nor a no-op
-            # ``.to`` of an intermediate: with either, dynamo (torch 2.11) traced the backward with
-            # a zero gradient, and x's gradient through the bases came out silently zero.
-            out = out.scatter_add(2, index, vals.permute(1, 2, 0))
-        else:  # eager: in place, one (N, I, n_bases) buffer fewer
-            out.scatter_add_(2, index, vals.permute(1, 2, 0))
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(index, derivs.permute(1, 2, 0))
-            ctx.input_dtype = x.dtype
-        return out if out.dtype == x.dtype else out.to(x.dtype)
+        out = _dense(index, vals, n_bases).to(x.dtype)
+        if derivs is None:  # autograd Functions return tensors: an empty one means "not computed"
+            derivs = vals.new_empty(0)
+        return out, index, derivs
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        index, derivs = ctx.saved_tensors
-        grad_x = (grad_out.to(derivs.dtype).gather(2, index) * derivs).sum(-1)
-        return grad_x.to(ctx.input_dtype), None, None
+    def setup_context(ctx, inputs, output):
+        x, grid, spline_order, _ = inputs
+        _, index, derivs = output
+        ctx.mark_non_differentiable(index, derivs)
+        ctx.save_for_backward(x, grid, index, derivs)
+        ctx.save_for_forward(x, grid)
+        ctx.spline_order = spline_order
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_index, _grad_derivs):
+        x, grid, index, derivs = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        if torch.is_grad_enabled() or derivs.numel() == 0:
+            # A graph of the backward is wanted (double backward, torch.func), or the forward ran
+            # without derivatives: the dense derivative, differentiable in x.
+            dense = bspline_basis_derivative(x, grid, ctx.spline_order)
+            grad_x = (grad_out * dense).sum(-1)
+        else:
+            grad_x = (
+                grad_out.to(derivs.dtype).gather(2, index.permute(1, 2, 0)) * derivs.permute(1, 2, 0)
+            ).sum(-1)
+        return grad_x.to(x.dtype), None, None, None
+
+
+class _BSplineBasis(_BSplineBasisTraced):
+    """:class:`_BSplineBasisTraced` with the forward-mode rule, for eager calls."""
+
+    @staticmethod
+    def jvp(ctx, x_tangent, _grid_tangent, _order, _wd):
+        x, grid = ctx.saved_tensors
+        if x_tangent is None:
+            return None, None, None
+        dense = bspline_basis_derivative(x, grid, ctx.spline_order)
+        return dense * x_tangent.unsqueeze(-1), None, None
 
 
 def bspline_basis(x: torch.Tensor, grid: torch.Tensor, spline_order: int) -> torch.Tensor:
     """B-spline bases of ``x`` (shape ``(N, in_features)``) over ``grid``.
 
     Returns ``(N, in_features, grid.shape[1] - 1 - spline_order)`` in ``x.dtype`` (knot arithmetic
-    is done in at least float32). Differentiable with respect to ``x`` (first order); the grid is
-    treated as a constant, as in the reference formulation where it is a buffer.
+    is done in at least float32). Differentiable with respect to ``x`` to any order, in reverse and
+    forward mode and under ``torch.func`` transforms; the grid is treated as a constant, as in the
+    reference formulation where it is a buffer.
     """
-    return _BSplineBasis.apply(x, grid, spline_order)
+    with_derivative = x.requires_grad and torch.is_grad_enabled()
+    fn = _BSplineBasisTraced if torch.compiler.is_compiling() else _BSplineBasis
+    return fn.apply(x, grid, spline_order, with_derivative)[0]
+
+
+def bspline_basis_derivative(x: torch.Tensor, grid: torch.Tensor, spline_order: int) -> torch.Tensor:
+    """``d B_j / d x`` of :func:`bspline_basis`, same shape, differentiable to any order.
+
+    ``B'_{j,k} = k B_{j,k-1} / (t_{j+k} - t_j) - k B_{j+1,k-1} / (t_{j+k+1} - t_{j+1})``: the
+    derivative of an order ``k`` basis is a fixed combination of order ``k - 1`` bases on the same
+    knots, so differentiating it again recurses down to order 0, whose derivative is 0.
+    """
+    k = spline_order
+    n_bases = grid.shape[1] - 1 - k
+    if k == 0:
+        return x.new_zeros(*x.shape, n_bases)
+    lower = bspline_basis(x, grid, k - 1)  # (N, I, n_bases + 1)
+    knots = grid.to(_compute_dtype(x, grid))
+    scale = (k / (knots[:, k:] - knots[:, :-k])).to(lower.dtype)  # (I, n_bases + 1)
+    weighted = lower * scale
+    return weighted[..., :-1] - weighted[..., 1:]

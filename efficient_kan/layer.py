@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .activations import spec_of_module
 from .bspline import bspline_basis, check_grid, uniform_grid
 from .functional import BACKENDS, kan_linear
-from .reference import Activation
 
 __all__ = ["KANLinear", "KAN"]
 
@@ -209,21 +209,7 @@ class KANLinear(nn.Module):
         return layer
 
     # ------------------------------------------------------------------ forward
-    def _activation_spec(self) -> Activation:
-        act = self.base_activation
-        if type(act) is nn.SiLU:
-            return "silu"
-        if type(act) is nn.Identity:
-            return "identity"
-        return act
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"KANLinear expected input of shape (*, {self.in_features}), got {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise TypeError(f"KANLinear expected a floating-point input, got {x.dtype}")
         return kan_linear(
             x,
             self.grid,
@@ -232,7 +218,7 @@ class KANLinear(nn.Module):
             self.spline_scaler,
             self.bias,
             spline_order=self.spline_order,
-            base_activation=self._activation_spec(),
+            base_activation=spec_of_module(self.base_activation),
             backend=self._backend,
         )
 
@@ -316,6 +302,14 @@ class KANLinear(nn.Module):
             positive, p * torch.log(torch.where(positive, p, torch.ones_like(p))), 0.0
         ).sum()
         return regularize_activation * total + regularize_entropy * entropy
+
+    def __prepare_scriptable__(self) -> KANLinear:
+        # torch.jit.script calls this on every submodule before compiling; TorchScript is
+        # deprecated upstream and cannot compile the autograd Functions this layer runs on.
+        raise RuntimeError(
+            "KANLinear does not support TorchScript (torch.jit.script/trace); use torch.compile "
+            "to optimise it or torch.export to export it"
+        )
 
     def extra_repr(self) -> str:
         return (

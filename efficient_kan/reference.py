@@ -2,66 +2,31 @@
 
 ``y = act(x) @ base_weight.T + bases(x) @ (spline_weight * spline_scaler).T + bias``, with the
 bases flattened to width ``in_features * (grid_size + spline_order)`` so the spline branch is one
-dense product. Everything kernels and benchmarks are checked against comes through here.
+dense product. Differentiable to any order in ``x`` and every weight, in reverse and forward
+mode and under ``torch.func`` transforms; traceable by ``torch.compile`` and ``torch.export``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
-from .bspline import bspline_basis
+from .activations import Activation, activation_fn, activation_grad_fn
+from .bspline import bspline_basis, bspline_basis_derivative
 
-__all__ = ["kan_linear_reference", "resolve_activation", "scaled_spline_weight"]
-
-Activation = str | Callable[[torch.Tensor], torch.Tensor]
-
-_NAMED_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": F.silu,
-    "identity": lambda t: t,
-}
-
-
-def resolve_activation(base_activation: Activation) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Map ``"silu"`` / ``"identity"`` or any callable to a callable."""
-    if callable(base_activation):
-        return base_activation
-    try:
-        return _NAMED_ACTIVATIONS[base_activation]
-    except KeyError:
-        raise ValueError(
-            f"unknown base_activation {base_activation!r}: use one of {sorted(_NAMED_ACTIVATIONS)} or a callable"
-        ) from None
-
-
-class _ScaleSpline(torch.autograd.Function):
-    """``spline_weight * spline_scaler[..., None]`` with a backward that does not broadcast.
-
-    Autograd's own backward of the broadcast product materialises ``grad * spline_weight`` over
-    ``(out, in, G + K)`` before reducing it; a contraction gives the scaler's gradient directly.
-    """
-
-    @staticmethod
-    def forward(ctx, spline_weight: torch.Tensor, spline_scaler: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(spline_weight, spline_scaler)
-        return spline_weight * spline_scaler.unsqueeze(-1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        spline_weight, spline_scaler = ctx.saved_tensors
-        grad_weight = grad * spline_scaler.unsqueeze(-1) if ctx.needs_input_grad[0] else None
-        grad_scaler = torch.einsum("oic,oic->oi", grad, spline_weight) if ctx.needs_input_grad[1] else None
-        return grad_weight, grad_scaler
+__all__ = [
+    "kan_linear_reference",
+    "kan_linear_reference_backward",
+    "kan_linear_reference_jvp",
+    "scaled_spline_weight",
+]
 
 
 def scaled_spline_weight(spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None) -> torch.Tensor:
     """``spline_weight * spline_scaler[..., None]`` (or ``spline_weight`` when there is no scaler)."""
     if spline_scaler is None:
         return spline_weight
-    return _ScaleSpline.apply(spline_weight, spline_scaler)
+    return spline_weight * spline_scaler.unsqueeze(-1)
 
 
 def kan_linear_reference(
@@ -78,15 +43,86 @@ def kan_linear_reference(
     """The KAN layer on ``x`` of shape ``(..., in_features)``; returns ``(..., out_features)``.
 
     Shapes: ``grid (I, G + 2K + 1)``, ``base_weight (O, I)``, ``spline_weight (O, I, G + K)``,
-    ``spline_scaler (O, I)`` or None, ``bias (O,)`` or None. No input validation here (the module
-    validates once); differentiable in ``x`` and every weight, not in ``grid``.
+    ``spline_scaler (O, I)`` or None, ``bias (O,)`` or None. No input validation here
+    (:func:`efficient_kan.kan_linear` checks once); not differentiable in ``grid``.
     """
     out_features, in_features, n_bases = spline_weight.shape
     lead = x.shape[:-1]
     x2 = x.reshape(-1, in_features)
-    act = resolve_activation(base_activation)
-    y = F.linear(act(x2), base_weight, bias)
-    bases = bspline_basis(x2, grid, spline_order)
-    weight = scaled_spline_weight(spline_weight, spline_scaler)
-    y = y + F.linear(bases.reshape(x2.shape[0], in_features * n_bases), weight.reshape(out_features, -1))
+    y = F.linear(activation_fn(base_activation)(x2), base_weight, bias)
+    bases = bspline_basis(x2, grid, spline_order).reshape(x2.shape[0], in_features * n_bases)
+    weight = scaled_spline_weight(spline_weight, spline_scaler).reshape(out_features, in_features * n_bases)
+    y = y + F.linear(bases, weight)
     return y.reshape(*lead, out_features)
+
+
+# The derivatives written out, for the Triton path's higher-order and forward-mode derivatives
+# (autograd cannot see through its kernels). Plain differentiable ops on 2-D ``x``, so they compose
+# with torch.func transforms and with autograd to any order.
+
+
+def kan_linear_reference_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    base_weight: torch.Tensor,
+    spline_weight: torch.Tensor,
+    spline_scaler: torch.Tensor | None,
+    *,
+    spline_order: int,
+    base_activation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(dx, d_base_weight, d_spline_weight, d_spline_scaler, d_bias)`` for 2-D ``x`` and
+    ``grad_y``; ``d_spline_scaler`` is None without a scaler."""
+    n, n_in = x.shape
+    n_out, _, n_bases = spline_weight.shape
+    weight = scaled_spline_weight(spline_weight, spline_scaler)
+    bases = bspline_basis(x, grid, spline_order)
+    d_bases = bspline_basis_derivative(x, grid, spline_order)
+    g_act = grad_y @ base_weight  # (N, I)
+    g_bases = (grad_y @ weight.reshape(n_out, n_in * n_bases)).view(n, n_in, n_bases)
+    dx = activation_grad_fn(base_activation)(x) * g_act + (d_bases * g_bases).sum(-1)
+    d_base_weight = grad_y.t() @ activation_fn(base_activation)(x)
+    d_weight = (grad_y.t() @ bases.reshape(n, n_in * n_bases)).view(n_out, n_in, n_bases)
+    if spline_scaler is None:
+        d_spline_weight, d_scaler = d_weight, None
+    else:
+        d_spline_weight = d_weight * spline_scaler.unsqueeze(-1)
+        d_scaler = (d_weight * spline_weight).sum(-1)
+    return dx, d_base_weight, d_spline_weight, d_scaler, grad_y.sum(0)
+
+
+def kan_linear_reference_jvp(
+    primals: tuple[torch.Tensor | None, ...],
+    tangents: tuple[torch.Tensor | None, ...],
+    *,
+    spline_order: int,
+    base_activation: str,
+) -> torch.Tensor:
+    """The forward-mode derivative of the layer at ``primals = (x, grid, base_weight,
+    spline_weight, spline_scaler, bias)`` along ``tangents`` (None: a zero tangent; the grid's is
+    ignored, the layer is not differentiable in its knots); ``x`` 2-D."""
+    x, grid, base_weight, spline_weight, spline_scaler, _ = primals
+    x_t, _, base_weight_t, spline_weight_t, spline_scaler_t, bias_t = tangents
+    n, n_in = x.shape
+    n_out, _, n_bases = spline_weight.shape
+    act = activation_fn(base_activation)
+    y_t = x.new_zeros(n, n_out)
+    if x_t is not None:
+        weight = scaled_spline_weight(spline_weight, spline_scaler).reshape(n_out, -1)
+        y_t = y_t + F.linear(activation_grad_fn(base_activation)(x) * x_t, base_weight)
+        d_bases = bspline_basis_derivative(x, grid, spline_order) * x_t.unsqueeze(-1)
+        y_t = y_t + F.linear(d_bases.reshape(n, -1), weight)
+    if base_weight_t is not None:
+        y_t = y_t + F.linear(act(x), base_weight_t)
+    if spline_weight_t is not None or spline_scaler_t is not None:
+        weight_t = x.new_zeros(spline_weight.shape)
+        if spline_weight_t is not None:
+            weight_t = weight_t + scaled_spline_weight(spline_weight_t, spline_scaler)
+        if spline_scaler_t is not None:
+            weight_t = weight_t + spline_weight * spline_scaler_t.unsqueeze(-1)
+        bases = bspline_basis(x, grid, spline_order).reshape(n, -1)
+        y_t = y_t + F.linear(bases, weight_t.reshape(n_out, -1))
+    if bias_t is not None:
+        y_t = y_t + bias_t
+    return y_t

@@ -1,13 +1,13 @@
 """The Triton path of :func:`efficient_kan.kan_linear`: autograd, precision and autocast policy,
 and the ``torch.library`` custom ops that ``torch.compile`` sees.
 
-Two ways in, one implementation:
+Two ways in, one autograd formula (``_setup_context`` + ``_backward``):
 
-- eager: ``_KANLinearFunction`` (a plain ``torch.autograd.Function``, the least Python per call,
-  which matters for small, launch-bound batches);
-- under ``torch.compile``: the custom ops ``efficient_kan::kan_linear`` and
-  ``efficient_kan::kan_linear_backward`` with fake implementations and a registered autograd
-  formula, so a model of ``KANLinear``s traces with ``fullgraph=True`` and no graph break.
+- eager: :class:`KANLinearFunction` (a ``torch.autograd.Function``, the least Python per call,
+  which matters for small, launch-bound batches), with ``vmap`` and ``jvp`` rules;
+- under ``torch.compile``/``torch.export``: the custom ops ``efficient_kan::kan_linear`` and
+  ``efficient_kan::kan_linear_backward`` with fake implementations and the same autograd formula
+  registered, so a model of ``KANLinear``s traces with ``fullgraph=True`` and no graph break.
 
 Both run one of two strategies (:func:`choose_strategy`): ``fused`` (``kernels/kan_fwd.py``,
 ``kan_bwd.py``: the basis lives only in registers, the scaled spline weight is packed on load) or
@@ -21,19 +21,20 @@ PyTorch's fp32 matmul setting (legacy ``set_float32_matmul_precision``/``allow_t
 autocast dtype like ``nn.Linear``'s, the weights are packed in their own precision and cast to it,
 and the output has the autocast dtype. Knot arithmetic is always at least fp32.
 
-Fused base activations: ``"silu"`` and ``"identity"``; anything else raises here (the dispatcher in
-``functional.py`` sends other activations to the PyTorch path).
+Fused base activations: ``"silu"`` and ``"identity"`` (:mod:`efficient_kan.activations`); anything
+else raises here (the dispatcher in ``functional.py`` sends other activations to the PyTorch path).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 
 from efficient_kan.kernels import chunked_bwd, chunked_fwd, kan_bwd_dw, kan_bwd_dx, kan_fwd
 from efficient_kan.kernels._config import interpreting
-from efficient_kan.kernels.kan_chunked import DEFAULT_CHUNK_BYTES
+
+from .activations import FUSED, activation_name, kernel_code
+from .reference import kan_linear_reference, kan_linear_reference_backward, kan_linear_reference_jvp
+from .settings import settings
 
 # TRITON_INTERPRET is read once (it must be set before triton is imported); a constant here keeps
 # functools.cache out of what torch.compile traces.
@@ -42,14 +43,8 @@ _INTERPRETER = interpreting()
 __all__ = [
     "kan_linear_triton",
     "choose_strategy",
-    "set_strategy",
-    "set_chunk_bytes",
-    "FUSED_ACTIVATION_CODES",
-    "STRATEGIES",
+    "KANLinearFunction",
 ]
-
-# Base activation name -> the kernels' ACT constexpr.
-FUSED_ACTIVATION_CODES = {"identity": 0, "silu": 1}
 
 
 def _fp32_matmul_allows_tf32() -> bool:
@@ -84,84 +79,10 @@ def _input_precision(dtype: torch.dtype) -> str:
 # ---------------------------------------------------------------------------------------------
 # Strategy: fused kernels, or the expanded input in bounded chunks feeding cuBLAS.
 
-STRATEGIES = ("auto", "fused", "chunked")
-
-
-def _check_strategy(name: object) -> str:
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy (EFFICIENT_KAN_STRATEGY) must be one of {STRATEGIES}, got {name!r}")
-    return name  # type: ignore[return-value]
-
-
-def _check_chunk_bytes(value: object) -> int:
-    try:
-        n = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or (isinstance(value, float) and value != n):
-        raise ValueError(
-            f"chunk_bytes (EFFICIENT_KAN_CHUNK_BYTES) must be a positive integer (bytes), got {value!r}"
-        )
-    return n
-
-
-class _Settings:
-    """Process-wide choices of the Triton path. Read from the environment once, at import (so a
-    call costs no environment lookups), changed at runtime with :func:`set_strategy` and
-    :func:`set_chunk_bytes`. An invalid environment value raises at the first call that uses it
-    (setting the value at runtime replaces it)."""
-
-    def __init__(self) -> None:
-        self._strategy: object = os.environ.get("EFFICIENT_KAN_STRATEGY", "").strip() or "auto"
-        self._chunk_bytes: object = (
-            os.environ.get("EFFICIENT_KAN_CHUNK_BYTES", "").strip() or DEFAULT_CHUNK_BYTES
-        )
-        self._strategy_ok = self._chunk_ok = False
-
-    @property
-    def strategy(self) -> str:
-        if not self._strategy_ok:
-            self._strategy, self._strategy_ok = _check_strategy(self._strategy), True
-        return self._strategy  # type: ignore[return-value]
-
-    @strategy.setter
-    def strategy(self, value: object) -> None:
-        self._strategy, self._strategy_ok = _check_strategy(value), True
-
-    @property
-    def chunk_bytes(self) -> int:
-        if not self._chunk_ok:
-            self._chunk_bytes, self._chunk_ok = _check_chunk_bytes(self._chunk_bytes), True
-        return self._chunk_bytes  # type: ignore[return-value]
-
-    @chunk_bytes.setter
-    def chunk_bytes(self, value: object) -> None:
-        self._chunk_bytes, self._chunk_ok = _check_chunk_bytes(value), True
-
-
-_settings = _Settings()
-
-
-def set_strategy(strategy: str) -> str:
-    """Set the Triton strategy for later calls (``"auto"``, ``"fused"`` or ``"chunked"``; the
-    default comes from ``EFFICIENT_KAN_STRATEGY``, else ``"auto"``). Returns the previous one
-    (the raw environment value if that was never used)."""
-    previous = _settings._strategy
-    _settings.strategy = strategy
-    return previous  # type: ignore[return-value]
-
-
-def set_chunk_bytes(chunk_bytes: int) -> int:
-    """Set the chunked strategy's buffer bound in bytes (default ``EFFICIENT_KAN_CHUNK_BYTES``, else
-    32 MiB). Returns the previous value."""
-    previous = _settings._chunk_bytes
-    _settings.chunk_bytes = chunk_bytes
-    return previous  # type: ignore[return-value]
-
 
 def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> str:
-    """``"fused"`` or ``"chunked"`` for one call: the setting (:func:`set_strategy`,
-    ``EFFICIENT_KAN_STRATEGY``) and, when it is ``"auto"``, the shape.
+    """``"fused"`` or ``"chunked"`` for one call: ``efficient_kan.settings().strategy`` and, when
+    it is ``"auto"``, the shape.
 
     Both compute the same function to rounding. ``fused`` (``kan_fwd``/``kan_bwd``: one launch
     forward, two backward, the basis only in registers) suits small, launch-bound calls; ``chunked``
@@ -171,7 +92,7 @@ def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torc
     to be set from ``benchmarks/bench_layer.py``, which times both. fp64 always takes ``chunked``
     under ``auto``: its products then run in cuBLAS's fp64 GEMM rather than Triton's fp64 ``tl.dot``.
     """
-    chosen = _settings.strategy
+    chosen = settings().strategy
     if chosen != "auto":
         return chosen
     if dtype == torch.float64:
@@ -186,7 +107,15 @@ def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torc
 def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
     if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
         return chunked_fwd(
-            x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _settings.chunk_bytes
+            x,
+            grid,
+            base_weight,
+            spline_weight,
+            spline_scaler,
+            bias,
+            spline_order,
+            act,
+            settings().chunk_bytes,
         )
     return kan_fwd(
         x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _input_precision(x.dtype)
@@ -203,7 +132,7 @@ def _backward_impl(
     if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
         dx, dbw, dsw, dsc = chunked_bwd(
             grad_y, x, grid, base_weight, spline_weight, spline_scaler, spline_order, act,
-            need_dx, need_dw, _settings.chunk_bytes,
+            need_dx, need_dw, settings().chunk_bytes,
         )  # fmt: skip
         return dx, dbw, dsw, dsc, grad_y.sum(0, dtype=acc) if need_db else None
     prec = _input_precision(x.dtype)
@@ -226,35 +155,119 @@ def _as(t: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | Non
     return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
-class _KANLinearFunction(torch.autograd.Function):
-    """Eager autograd wrapper around the kernels (``x`` is 2-D, already in the operand dtype)."""
+# ---------------------------------------------------------------------------------------------
+# Autograd: one setup_context/backward pair, used by the eager Function and the custom op.
 
-    @staticmethod
-    def forward(ctx, x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
-        y = _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act)
-        ctx.save_for_backward(x, grid, base_weight, spline_weight, spline_scaler, bias)
-        ctx.spline_order, ctx.act = spline_order, act
-        return y
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y):
-        x, grid, base_weight, spline_weight, spline_scaler, bias = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        dx, dbw, dsw, dsc, db = _backward_impl(
+def _setup_context(ctx, inputs, output) -> None:
+    x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act = inputs
+    ctx.save_for_backward(x, grid, base_weight, spline_weight, spline_scaler, bias)
+    ctx.spline_order, ctx.act = spline_order, act
+
+
+def _backward(ctx, grad_y):
+    """Gradients of ``(x, grid, base_weight, spline_weight, spline_scaler, bias, order, act)``.
+
+    First-order backward runs on the kernels. When the backward must itself be differentiable
+    (``create_graph=True``, ``torch.func.grad`` and friends, which run it with grad mode on), it is
+    the PyTorch formulation's vector-Jacobian product instead: same function, and exact derivatives
+    of every order.
+    """
+    x, grid, base_weight, spline_weight, spline_scaler, bias = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        dx, dbw, dsw, dsc, db = kan_linear_reference_backward(
+            grad_y, x, grid, base_weight, spline_weight, spline_scaler,
+            spline_order=ctx.spline_order, base_activation=activation_name(ctx.act),
+        )  # fmt: skip
+    else:
+        # Under torch.compile the backward is the opaque custom op; eagerly, a direct call (less
+        # Python per step for small, launch-bound batches).
+        impl = (
+            torch.ops.efficient_kan.kan_linear_backward if torch.compiler.is_compiling() else _backward_impl
+        )
+        dx, dbw, dsw, dsc, db = impl(
             grad_y, x, grid, base_weight, spline_weight, spline_scaler,
             ctx.spline_order, ctx.act, need[0], any(need[2:5]), need[5],
         )  # fmt: skip
-        return (
-            dx if need[0] else None,
-            None,
-            _as(dbw, base_weight) if need[2] else None,
-            _as(dsw, spline_weight) if need[3] else None,
-            _as(dsc, spline_scaler) if need[4] else None,
-            _as(db, bias) if need[5] else None,
-            None,
-            None,
+    return (
+        dx if need[0] else None,
+        None,
+        _as(dbw, base_weight) if need[2] else None,
+        _as(dsw, spline_weight) if need[3] else None,
+        _as(dsc, spline_scaler) if need[4] else None,
+        _as(db, bias) if need[5] else None,
+        None,
+        None,
+    )
+
+
+def _reference(spline_order: int, act: int):
+    """The PyTorch formulation of the same layer, as a function of the six tensor arguments."""
+    name = activation_name(act)
+
+    def fn(x, grid, base_weight, spline_weight, spline_scaler, bias):
+        return kan_linear_reference(
+            x,
+            grid,
+            base_weight,
+            spline_weight,
+            spline_scaler,
+            bias,
+            spline_order=spline_order,
+            base_activation=name,
         )
+
+    return fn
+
+
+class KANLinearFunction(torch.autograd.Function):
+    """The layer on the kernels (``x`` 2-D, already in the operand dtype), for eager autograd.
+
+    ``torch.func`` support: a batched ``x`` under ``vmap`` folds into more rows of one kernel call;
+    batched weights (model ensembles) and forward-mode AD (``jvp``) run the PyTorch formulation,
+    as do derivatives of the backward (see :func:`_backward`).
+    """
+
+    @staticmethod
+    def forward(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
+        return _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*inputs[:6])
+
+    backward = staticmethod(_backward)
+
+    @staticmethod
+    def jvp(ctx, x_t, grid_t, base_weight_t, spline_weight_t, spline_scaler_t, bias_t, _order_t, _act_t):
+        tangents = (x_t, grid_t, base_weight_t, spline_weight_t, spline_scaler_t, bias_t)
+        return kan_linear_reference_jvp(
+            ctx.saved_tensors,
+            tangents,
+            spline_order=ctx.spline_order,
+            base_activation=activation_name(ctx.act),
+        )
+
+    @staticmethod
+    def vmap(info, in_dims, x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
+        x_dim, weight_dims = in_dims[0], in_dims[1:6]
+        if x_dim is not None and all(d is None for d in weight_dims):
+            xb = x.movedim(x_dim, 0)
+            y = KANLinearFunction.apply(
+                xb.reshape(-1, xb.shape[-1]),
+                grid,
+                base_weight,
+                spline_weight,
+                spline_scaler,
+                bias,
+                spline_order,
+                act,
+            )
+            return y.reshape(xb.shape[0], xb.shape[1], y.shape[-1]), 0
+        fn = torch.vmap(_reference(spline_order, act), in_dims=tuple(in_dims[:6]))
+        return fn(x, grid, base_weight, spline_weight, spline_scaler, bias), 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,70 +339,11 @@ def _(
     return dx, dbw, dsw, dsc, db
 
 
-def _op_setup_context(ctx, inputs, output):
-    x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act = inputs
-    ctx.save_for_backward(x, grid, base_weight, spline_weight, spline_scaler, bias)
-    ctx.spline_order, ctx.act = spline_order, act
-
-
-def _op_backward(ctx, grad_y):
-    x, grid, base_weight, spline_weight, spline_scaler, bias = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    dx, dbw, dsw, dsc, db = torch.ops.efficient_kan.kan_linear_backward(
-        grad_y, x, grid, base_weight, spline_weight, spline_scaler,
-        ctx.spline_order, ctx.act, need[0], any(need[2:5]), need[5],
-    )  # fmt: skip
-    return (
-        dx if need[0] else None,
-        None,
-        _as(dbw, base_weight) if need[2] else None,
-        _as(dsw, spline_weight) if need[3] else None,
-        _as(dsc, spline_scaler) if need[4] else None,
-        _as(db, bias) if need[5] else None,
-        None,
-        None,
-    )
-
-
-torch.library.register_autograd("efficient_kan::kan_linear", _op_backward, setup_context=_op_setup_context)
+torch.library.register_autograd("efficient_kan::kan_linear", _backward, setup_context=_setup_context)
 
 
 # ---------------------------------------------------------------------------------------------
 # Public entry.
-
-
-def _check(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, base_activation) -> int:
-    """Cheap shape/type checks (Python ints only, no device work); returns the activation code."""
-    if not isinstance(base_activation, str) or base_activation not in FUSED_ACTIVATION_CODES:
-        raise ValueError(
-            f"the Triton path fuses base_activation 'silu' or 'identity', got {base_activation!r}; "
-            "use backend='torch' (or 'auto', which falls back) for other activations"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if not x.is_cuda and not _INTERPRETER:
-        raise RuntimeError(
-            "the Triton path needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported "
-            "to run on CPU (slow; for tests)"
-        )
-    # Shapes compared as plain ints (torch.Size equality goes through the symbolic-shape machinery).
-    n_out, n_in, n_bases = spline_weight.shape
-    g_shape = tuple(grid.shape)
-    if spline_order < 0 or g_shape != (n_in, n_bases + spline_order + 1) or n_bases < 1:
-        raise ValueError(
-            f"grid {tuple(grid.shape)} does not match spline_weight {tuple(spline_weight.shape)} "
-            f"and spline_order {spline_order}"
-        )
-    if x.shape[-1] != n_in or tuple(base_weight.shape) != (n_out, n_in):
-        raise ValueError(
-            f"x (..., {x.shape[-1]}), base_weight {tuple(base_weight.shape)} and spline_weight "
-            f"{tuple(spline_weight.shape)} disagree"
-        )
-    if spline_scaler is not None and tuple(spline_scaler.shape) != (n_out, n_in):
-        raise ValueError(f"spline_scaler must be {(n_out, n_in)}, got {tuple(spline_scaler.shape)}")
-    if bias is not None and tuple(bias.shape) != (n_out,):
-        raise ValueError(f"bias must be {(n_out,)}, got {tuple(bias.shape)}")
-    return FUSED_ACTIVATION_CODES[base_activation]
 
 
 def kan_linear_triton(
@@ -403,12 +357,24 @@ def kan_linear_triton(
     spline_order: int = 3,
     base_activation: str = "silu",
 ) -> torch.Tensor:
-    """The KAN layer on the fused Triton kernels; same contract as ``kan_linear_reference``.
+    """The KAN layer on the Triton kernels; same contract as ``kan_linear_reference``.
 
-    ``x``: ``(..., in_features)``, any strides, any batch (0 included). Activations ``"silu"`` and
-    ``"identity"`` only. Differentiable in ``x`` and every weight (not in ``grid``).
+    ``x``: ``(..., in_features)``, any strides, any batch (0 included); activations ``"silu"`` and
+    ``"identity"``. No validation here: :func:`efficient_kan.kan_linear` checks once. Differentiable
+    in ``x`` and every weight (not in ``grid``): first-order gradients on the kernels; higher-order
+    ones, forward mode and ``vmap`` over weights through the PyTorch formulation.
     """
-    act = _check(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, base_activation)
+    act = kernel_code(base_activation)
+    if act is None:
+        raise ValueError(
+            f"the Triton path fuses base_activation {' or '.join(map(repr, FUSED))}, got {base_activation!r}; "
+            "use backend='torch' (or 'auto', which picks PyTorch for other activations)"
+        )
+    if not x.is_cuda and not _INTERPRETER:
+        raise RuntimeError(
+            "the Triton path needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported "
+            "to run on CPU (slow; for tests)"
+        )
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type) and x.dtype != torch.float64:
         # Like nn.Linear: the input becomes the autocast dtype (its backward casts the gradient back);
@@ -420,5 +386,5 @@ def kan_linear_triton(
     if torch.compiler.is_compiling():
         y = torch.ops.efficient_kan.kan_linear(*args)
     else:
-        y = _KANLinearFunction.apply(*args)
+        y = KANLinearFunction.apply(*args)
     return y.reshape(*lead, base_weight.shape[0])

@@ -24,28 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import triton
 
+from efficient_kan.settings import settings
+
 __all__ = ["compile_threads", "parallel_compile_autotune", "precompile_configs"]
 
 
-@functools.cache
 def compile_threads() -> int:
-    """Threads that compile autotuning candidates (``EFFICIENT_KAN_COMPILE_THREADS``, read once)."""
-    raw = os.environ.get("EFFICIENT_KAN_COMPILE_THREADS", "").strip()
-    if not raw:
-        return max(1, min(16, os.cpu_count() or 1))
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"EFFICIENT_KAN_COMPILE_THREADS must be a positive integer, got {raw!r}")
-    return n
+    """Threads that compile autotuning candidates (``efficient_kan.settings().compile_threads``;
+    the pool is sized when it is first used)."""
+    return settings().compile_threads
 
 
 @functools.cache

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
+
+from efficient_kan.settings import settings
 
 from ._autotune import parallel_compile_autotune
 
 __all__ = ["autotune_enabled", "gpu_sms", "interpreting", "meta_for", "next_pow2", "num_sms", "tuned"]
 
 
-@functools.cache
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``, which must be
-    set before triton is imported, so it is read once)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    set before triton is imported)."""
+    return settings().interpret
 
 
-@functools.cache
 def autotune_enabled() -> bool:
-    """``EFFICIENT_KAN_AUTOTUNE`` (read once, at the first launch): ``0`` uses each kernel's first
-    config without tuning compiles."""
-    return os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1").strip() != "0"
+    """False: each kernel's first config, no tuning compiles (``efficient_kan.settings().autotune``)."""
+    return settings().autotune
 
 
 def next_pow2(n: int) -> int:

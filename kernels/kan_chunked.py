@@ -36,10 +36,7 @@ from ._basis import _act, _act_grad, _basis_tile
 from ._config import interpreting, next_pow2
 from .kan_fwd import compute_tl_dtype
 
-__all__ = ["chunked_fwd", "chunked_bwd", "DEFAULT_CHUNK_BYTES"]
-
-# Bound on the one transient buffer (rows or feature slices of the expanded input).
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+__all__ = ["chunked_fwd", "chunked_bwd"]
 
 
 @triton.jit
@@ -342,7 +339,7 @@ def chunked_fwd(
     bias: torch.Tensor | None,
     spline_order: int,
     act: int,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int,
 ) -> torch.Tensor:
     """Forward of the chunked strategy; same contract as ``kan_fwd`` (``x`` is ``(M, I)`` in the
     operand dtype, ``y`` is ``(M, O)`` in that dtype). The products run with autocast disabled:
@@ -382,7 +379,7 @@ def chunked_bwd(
     act: int,
     need_dx: bool,
     need_dw: bool,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Backward of the chunked strategy: ``(dx, d_base_weight, d_spline_weight, d_scaler)``, like
     ``kan_bwd_dx`` + ``kan_bwd_dw`` (weight gradients in the accumulator dtype, None when not

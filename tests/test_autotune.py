@@ -10,30 +10,25 @@ import pytest
 import triton
 from efficient_kan.kernels import _autotune
 
-
-@pytest.fixture
-def fresh_threads(monkeypatch):
-    _autotune.compile_threads.cache_clear()
-    yield monkeypatch
-    _autotune.compile_threads.cache_clear()
+from efficient_kan import Settings, use
 
 
 @pytest.mark.parametrize(("raw", "want"), [("3", 3), (" 1 ", 1)])
-def test_compile_threads_from_environment(fresh_threads, raw, want):
-    fresh_threads.setenv("EFFICIENT_KAN_COMPILE_THREADS", raw)
-    assert _autotune.compile_threads() == want
+def test_compile_threads_from_environment(raw, want):
+    with use(
+        **{"compile_threads": Settings.from_env({"EFFICIENT_KAN_COMPILE_THREADS": raw}).compile_threads}
+    ):
+        assert _autotune.compile_threads() == want
 
 
 @pytest.mark.parametrize("raw", ["0", "-2", "two", "1.5"])
-def test_compile_threads_rejects_bad_values(fresh_threads, raw):
-    fresh_threads.setenv("EFFICIENT_KAN_COMPILE_THREADS", raw)
+def test_compile_threads_rejects_bad_values(raw):
     with pytest.raises(ValueError, match="EFFICIENT_KAN_COMPILE_THREADS"):
-        _autotune.compile_threads()
+        Settings.from_env({"EFFICIENT_KAN_COMPILE_THREADS": raw})
 
 
-def test_compile_threads_default_is_bounded(fresh_threads):
-    fresh_threads.delenv("EFFICIENT_KAN_COMPILE_THREADS", raising=False)
-    assert 1 <= _autotune.compile_threads() <= 16
+def test_compile_threads_default_is_bounded():
+    assert 1 <= Settings.from_env({}).compile_threads <= 16
 
 
 class _RecordingKernel:

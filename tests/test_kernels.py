@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from efficient_kan import KANLinear, kan_linear
+from efficient_kan import KANLinear, Settings, configure, kan_linear, settings, use
 from efficient_kan.bspline import uniform_grid
 from efficient_kan.reference import kan_linear_reference
 from efficient_kan.triton_backend import _input_precision, kan_linear_triton
@@ -28,16 +28,11 @@ TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=1e-
 
 @pytest.fixture(autouse=True, params=["fused", "chunked"])
 def strategy(request):
-    """Every test runs on both Triton strategies (``set_strategy``). On CPU the chunk budget is a
-    few KiB, so the chunked strategy splits even these small cases into several chunks."""
-    from efficient_kan import triton_backend as tb
-
-    prev_strategy = tb.set_strategy(request.param)
-    prev_bytes = tb.set_chunk_bytes(6000) if not torch.cuda.is_available() else None
-    yield request.param
-    tb.set_strategy(prev_strategy)
-    if prev_bytes is not None:
-        tb.set_chunk_bytes(prev_bytes)
+    """Every test runs on both Triton strategies. On CPU the chunk budget is a few KiB, so the
+    chunked strategy splits even these small cases into several chunks."""
+    chunk = {} if torch.cuda.is_available() else {"chunk_bytes": 6000}
+    with use(strategy=request.param, **chunk):
+        yield request.param
 
 
 def _device() -> str:
@@ -130,10 +125,8 @@ def test_forward_split_over_features(monkeypatch, n, i, o, g, k, split, dtype):
     """The fused forward's feature-sliced form (small batches on a GPU), forced on CPU."""
     import importlib
 
-    from efficient_kan import triton_backend as tb
-
     fwd_module = importlib.import_module("efficient_kan.kernels.kan_fwd")  # the module, not the function
-    tb.set_strategy("fused")
+    configure(strategy="fused")  # the strategy fixture restores the settings
     monkeypatch.setattr(fwd_module, "fwd_split_count", lambda *a: split)
     x, grid, params = make_case(n, i, o, g, k, dtype=dtype, seed=split)
     compare(x, grid, params, k)
@@ -173,10 +166,8 @@ def test_weight_gradient_split_over_batch(monkeypatch):
     included), forced on CPU; slices past the batch contribute zero."""
     import importlib
 
-    from efficient_kan import triton_backend as tb
-
     bwd_module = importlib.import_module("efficient_kan.kernels.kan_bwd")
-    tb.set_strategy("fused")
+    configure(strategy="fused")  # the strategy fixture restores the settings
     for split in (2, 5):
         monkeypatch.setattr(bwd_module, "_split_count", lambda *a, split=split: split)
         x, grid, params = make_case(150, 6, 5, 5, 3, seed=split)
@@ -278,39 +269,67 @@ def test_dispatch_and_errors():
     y = kan_linear(*args, spline_order=3, backend="triton")
     assert_close(y, kan_linear(*args, spline_order=3, backend="torch"), **TOL[torch.float64])
     with pytest.raises(ValueError, match="silu"):
-        kan_linear_triton(*args, spline_order=3, base_activation=torch.tanh)
+        kan_linear(*args, spline_order=3, base_activation=torch.tanh, backend="triton")
     with pytest.raises(ValueError, match="grid"):
-        kan_linear_triton(*args, spline_order=2, base_activation="silu")
+        kan_linear(*args, spline_order=2, base_activation="silu", backend="triton")
 
 
-def test_choose_strategy_and_settings(monkeypatch):
+def test_choose_strategy_and_settings():
     from efficient_kan import triton_backend as tb
 
-    tb.set_strategy("auto")
-    assert tb.choose_strategy(64, 784, 64) == "fused"  # launch-bound: fewest launches
-    assert tb.choose_strategy(4096, 1024, 1024) == "chunked"
-    assert tb.choose_strategy(64, 8, 8, torch.float64) == "chunked"  # fp64 products in cuBLAS
+    with use(strategy="auto"):
+        assert tb.choose_strategy(64, 784, 64) == "fused"  # launch-bound: fewest launches
+        assert tb.choose_strategy(4096, 1024, 1024) == "chunked"
+        assert tb.choose_strategy(64, 8, 8, torch.float64) == "chunked"  # fp64 products in cuBLAS
     with pytest.raises(ValueError, match="must be one of"):
-        tb.set_strategy("fast")
+        configure(strategy="fast")
     for bad in (0, -5, "16MiB", 1.5):
         with pytest.raises(ValueError, match="must be a positive integer"):
-            tb.set_chunk_bytes(bad)
-    # Environment values are read once, at import, and checked at the first call.
-    x, grid, params = make_case(3, 2, 2, 5, 3)
-    args = (x, grid, *params.values())
+            configure(chunk_bytes=bad)
+    assert settings().chunk_bytes > 0  # a refused change leaves the settings as they were
+    # Environment values are validated when read, with the variable's name in the message.
     for name, value, message in [
         ("EFFICIENT_KAN_STRATEGY", "fast", "EFFICIENT_KAN_STRATEGY\\) must be one of"),
-        ("EFFICIENT_KAN_CHUNK_BYTES", "16MiB", "EFFICIENT_KAN_CHUNK_BYTES\\) must be a positive integer"),
+        ("EFFICIENT_KAN_CHUNK_BYTES", "16MiB", "EFFICIENT_KAN_CHUNK_BYTES.*must be a positive integer"),
+        ("EFFICIENT_KAN_BACKEND", "cuda", "EFFICIENT_KAN_BACKEND\\) must be one of"),
+        ("EFFICIENT_KAN_COMPILE_THREADS", "two", "EFFICIENT_KAN_COMPILE_THREADS.*positive integer"),
     ]:
-        with monkeypatch.context() as m:
-            m.setenv(name, value)
-            m.setattr(tb, "_settings", tb._Settings())
-            with pytest.raises(ValueError, match=message):
-                kan_linear_triton(*args, spline_order=3, base_activation="silu")
-    with monkeypatch.context() as m:
-        m.setenv("EFFICIENT_KAN_STRATEGY", "chunked")
-        m.setattr(tb, "_settings", tb._Settings())
+        with pytest.raises(ValueError, match=message):
+            Settings.from_env({name: value})
+    env = Settings.from_env({"EFFICIENT_KAN_STRATEGY": "chunked", "EFFICIENT_KAN_AUTOTUNE": "0"})
+    assert (env.strategy, env.autotune) == ("chunked", False)
+    with use(strategy="chunked"):
         assert tb.choose_strategy(1, 1, 1) == "chunked"
+
+
+def test_settings_context_restores_after_errors_and_is_printable():
+    before = settings()
+    with pytest.raises(RuntimeError), use(strategy="chunked", chunk_bytes=1234):
+        assert settings().strategy == "chunked" and settings().chunk_bytes == 1234
+        raise RuntimeError
+    assert settings() == before
+    with pytest.raises(ValueError, match="interpret"):
+        configure(interpret=False)
+    text = before.describe()
+    assert "strategy = " in text and "chunk_bytes = " in text and "backend = " in text
+
+
+def test_global_backend_setting_reaches_layers_on_auto():
+    layer = KANLinear(3, 2)
+    x = torch.randn(4, 3)
+    calls = []
+    from efficient_kan import triton_backend
+
+    real = triton_backend.KANLinearFunction.apply
+    with use(backend="triton"), pytest.MonkeyPatch.context() as m:
+        m.setattr(triton_backend.KANLinearFunction, "apply", lambda *a: calls.append(1) or real(*a))
+        layer(x)
+    assert calls == [1]
+    layer.backend = "torch"  # a layer's own choice wins over the global one
+    with use(backend="triton"), pytest.MonkeyPatch.context() as m:
+        m.setattr(triton_backend.KANLinearFunction, "apply", lambda *a: calls.append(1) or real(*a))
+        layer(x)
+    assert calls == [1]
 
 
 def test_fp32_matmul_precision_policy():
@@ -495,8 +514,8 @@ def test_auto_dispatch_uses_triton_on_cuda(monkeypatch):
     from efficient_kan import triton_backend
 
     calls = []
-    real = triton_backend._KANLinearFunction.apply
-    monkeypatch.setattr(triton_backend._KANLinearFunction, "apply", lambda *a: calls.append(1) or real(*a))
+    real = triton_backend.KANLinearFunction.apply
+    monkeypatch.setattr(triton_backend.KANLinearFunction, "apply", lambda *a: calls.append(1) or real(*a))
     layer = KANLinear(32, 16, device="cuda")
     assert layer.backend == "auto"
     layer(torch.randn(8, 32, device="cuda")).sum().backward()
