@@ -10,10 +10,59 @@ Everything here is ``@triton.jit`` and is inlined into the kernels. The maths mi
 - the span ``s`` (``grid[s] <= x < grid[s+1]``) is found by a binary search over the feature's own
   knots, so non-uniform per-feature grids (``update_grid``) cost the same as uniform ones;
 - bases are 0 outside ``[grid[0], grid[-1])``, for NaN ``x`` and for masked features.
+
+It also holds the two casts to the operand dtype that keep bf16 testable under ``TRITON_INTERPRET=1``
+(:func:`_dot_operand`, :func:`_cast`): on a GPU they are plain ``.to(dtype)``.
 """
 
 import triton
 import triton.language as tl
+
+from ._config import interpreting
+
+# True when the kernels run in Triton's CPU interpreter. A module-level constexpr, so the branches
+# below are resolved when a kernel is compiled: GPU kernels get exactly `x.to(dtype)`.
+_INTERPRET = tl.constexpr(interpreting())
+
+
+@triton.jit
+def _round_bf16(x):
+    """The bf16 value nearest ``x`` (fp32; ties to even; NaN stays NaN), kept in fp32.
+
+    What a GPU's fp32 -> bf16 conversion gives. The interpreter's own conversion (triton 3.8) drops
+    the low 16 bits instead, rounding toward zero: half of normal samples land one step off, a mean
+    relative bias of -2.8e-3.
+    """
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
+
+
+@triton.jit
+def _dot_operand(x, DOT: tl.constexpr):
+    """``x`` as a ``tl.dot`` operand of dtype ``DOT``: ``x.to(DOT)``.
+
+    Under the interpreter, a bf16 operand is instead the bf16-rounded value held in fp32: the
+    interpreter's ``tl.dot`` multiplies bf16 operands as their raw 16-bit patterns (results ~1e10
+    off). A tensor core multiplies the same bf16 values exactly in fp32 and accumulates in fp32, so
+    the fp32 product of the rounded values is what a GPU computes (up to the order of the sums).
+    """
+    if _INTERPRET and DOT == tl.bfloat16:
+        y = _round_bf16(x.to(tl.float32))
+    else:
+        y = x.to(DOT)
+    return y
+
+
+@triton.jit
+def _cast(x, DT: tl.constexpr):
+    """``x.to(DT)`` for values stored in a low-precision output; under the interpreter a bf16
+    result is rounded to nearest even first, as a GPU does (see :func:`_round_bf16`)."""
+    if _INTERPRET and DT == tl.bfloat16:
+        y = _round_bf16(x.to(tl.float32)).to(DT)
+    else:
+        y = x.to(DT)
+    return y
 
 
 @triton.jit

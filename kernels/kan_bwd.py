@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile
+from ._basis import _act, _act_grad, _basis_tile, _cast, _dot_operand
 from ._config import gpu_sms, meta_for, next_pow2, tuned
 from .kan_fwd import compute_tl_dtype
 
@@ -85,7 +85,8 @@ def _kan_bwd_dx_kernel(
             dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyo,
             mask=m_ok[:, None] & n_ok[None, :],
             other=0.0,
-        ).to(DOT)
+        )
+        dy = _dot_operand(dy, DOT)
         # Packed on load (see _kan_fwd_kernel): the scaler once per feature, broadcast over lanes.
         wt = tl.load(
             sw_ptr + rn[:, None] * stride_swo + ci[None, :] * stride_swi + cj[None, :] * stride_swj,
@@ -113,13 +114,14 @@ def _kan_bwd_dx_kernel(
                     other=0.0,
                 ).to(CDT)
                 wt = wt * sc
-        wt = wt.to(DOT)
+        wt = _dot_operand(wt, DOT)
         acc_s = tl.dot(dy, wt, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
         wbt = tl.load(
             bw_ptr + rn[:, None] * stride_bwo + ri[None, :] * stride_bwi,
             mask=n_ok[:, None] & i_ok[None, :],
             other=0.0,
-        ).to(DOT)
+        )
+        wbt = _dot_operand(wbt, DOT)
         if BLOCK_I >= 16:
             acc_b = tl.dot(dy, wbt, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
         else:  # see _kan_fwd_kernel: broadcast-and-sum when the feature block is under 16
@@ -136,7 +138,7 @@ def _kan_bwd_dx_kernel(
     dx += _act_grad(x, ACT) * acc_b
     tl.store(
         dx_ptr + rm[:, None] * stride_dxm + ri[None, :] * stride_dxi,
-        dx.to(dx_ptr.dtype.element_ty),
+        _cast(dx, dx_ptr.dtype.element_ty),
         mask=m_ok[:, None] & i_ok[None, :],
     )
 
@@ -210,15 +212,16 @@ def _kan_bwd_dw_kernel(
             dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyo,
             mask=m_ok[:, None] & n_ok[None, :],
             other=0.0,
-        ).to(DOT)
+        )
+        dy = _dot_operand(dy, DOT)
         if BIAS_GRAD:
             if pid_i == 0:  # the first column of programs also sums dY: the bias gradient
                 acc_db += tl.sum(dy.to(CDT), axis=0)
         basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
-        at = tl.trans(tl.reshape(basis, (BLOCK_M, BLOCK_I * P)).to(DOT))
+        at = tl.trans(_dot_operand(tl.reshape(basis, (BLOCK_M, BLOCK_I * P)), DOT))
         acc_s = tl.dot(at, dy, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
         # Masked rows load x = 0 and dy = 0, so they add nothing (act(0) * 0).
-        xa = _act(x, ACT).to(DOT)
+        xa = _dot_operand(_act(x, ACT), DOT)
         if BLOCK_I >= 16:
             acc_b = tl.dot(tl.trans(xa), dy, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
         else:

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile
+from ._basis import _act, _act_grad, _basis_tile, _cast
 from ._config import interpreting, next_pow2
 from .kan_fwd import compute_tl_dtype
 
@@ -82,7 +82,7 @@ def _kan_expand_kernel(
     tile = tl.where(jj == NB, _act(x, ACT)[:, :, None], basis)
     col = ri[None, :, None] * (NB + 1) + jj
     mask = m_ok[:, None, None] & i_ok[None, :, None] & (jj <= NB)
-    tl.store(a_ptr + rm[:, None, None] * stride_am + col, tile.to(a_ptr.dtype.element_ty), mask=mask)
+    tl.store(a_ptr + rm[:, None, None] * stride_am + col, _cast(tile, a_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -129,7 +129,7 @@ def _kan_dx_reduce_kernel(
     dx = tl.sum(coef * da, axis=2)
     tl.store(
         dx_ptr + rm[:, None] * stride_dxm + ri[None, :] * stride_dxi,
-        dx.to(dx_ptr.dtype.element_ty),
+        _cast(dx, dx_ptr.dtype.element_ty),
         mask=mask2,
     )
 
@@ -170,9 +170,9 @@ def _kan_pack_kernel(
         w = tl.load(src + j * stride_swj, mask=mask, other=0.0).to(CDT)
         if HAS_SCALER:
             w = w * sc
-        tl.store(out_rows + j * O, w.to(wt_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_rows + j * O, _cast(w, wt_ptr.dtype.element_ty), mask=mask)
     wb = tl.load(bw_ptr + ro[None, :] * stride_bwo + ri[:, None] * stride_bwi, mask=mask, other=0.0)
-    tl.store(out_rows + NB * O, wb.to(wt_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_rows + NB * O, _cast(wb, wt_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

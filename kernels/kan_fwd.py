@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _basis_tile
+from ._basis import _act, _basis_tile, _cast, _dot_operand
 from ._config import gpu_sms, meta_for, next_pow2, tuned
 
 
@@ -99,8 +99,9 @@ def _kan_fwd_kernel(
             bw_ptr + rn[None, :] * stride_bwo + ri[:, None] * stride_bwi,
             mask=i_ok[:, None] & n_ok[None, :],
             other=0.0,
-        ).to(DOT)
-        xa = _act(x, ACT).to(DOT)
+        )
+        wb = _dot_operand(wb, DOT)
+        xa = _dot_operand(_act(x, ACT), DOT)
         if BLOCK_I >= 16:
             acc = tl.dot(xa, wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
         else:  # wide bases, few features per block: tl.dot needs 16; this branch is P times smaller
@@ -124,7 +125,7 @@ def _kan_fwd_kernel(
             # Clamp masked features onto a real row of knots so every load is in bounds.
             row = g_ptr + tl.minimum(rs, I - 1)[None, :] * stride_gi
             basis = _basis_tile(xs, row, stride_gt, s_ok[None, :], K, NK, NB, P, LOG_NK, False)
-            a = tl.reshape(basis, (BLOCK_M, SUB * P)).to(DOT)
+            a = _dot_operand(tl.reshape(basis, (BLOCK_M, SUB * P)), DOT)
             ci = i0 + h * SUB + ci_local.to(tl.int64)
             w_mask = ((ci < i_end) & (cj < NB))[:, None] & n_ok[None, :]
             # Packed on load, in the compute dtype like the reference's fp32 product. The scaler
@@ -142,14 +143,14 @@ def _kan_fwd_kernel(
                     other=0.0,
                 ).to(CDT)
                 w = tl.reshape(tl.reshape(w, (SUB, P, BLOCK_N)) * sc[:, None, :], (SUB * P, BLOCK_N))
-            w = w.to(DOT)
+            w = _dot_operand(w, DOT)
             acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
 
     if HAS_BIAS:  # once: in the first slice's partial when split
         acc += tl.load(b_ptr + rn * stride_b, mask=n_ok & (pid_s == 0), other=0.0).to(CDT)[None, :]
     tl.store(
         y_ptr + pid_s * stride_ys + rm[:, None] * stride_ym + rn[None, :] * stride_yo,
-        acc.to(y_ptr.dtype.element_ty),
+        _cast(acc, y_ptr.dtype.element_ty),
         mask=m_ok[:, None] & n_ok[None, :],
     )
 

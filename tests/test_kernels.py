@@ -4,8 +4,11 @@ On CPU the kernels run under ``TRITON_INTERPRET=1`` (tests/conftest.py sets it),
 small (every grid is a handful of programs; the interpreter costs ~1 ms per op per program).
 Every test runs twice, once per Triton strategy (fused kernels; chunked expansion + cuBLAS).
 The interpreter's ``tl.dot`` is numpy matmul: fp64 runs in fp64, which lets most cases check the
-maths to ~1e-12; fp32 cases use the fp32 tolerance (1e-5 relative). bf16/fp16/TF32 and the
-64-bit-offset case need a GPU (``@pytest.mark.gpu``): the interpreter's bf16 is not trustworthy.
+maths to ~1e-12; fp32 cases use the fp32 tolerance (1e-5 relative). bf16 and fp16 autocast run here
+too, against flash-attention's three-way bound: the interpreter's own bf16 ``tl.dot`` and fp32 ->
+bf16 casts are wrong, so under it the kernels feed ``tl.dot`` the bf16-rounded values in fp32 and
+round like a GPU (``kernels/_basis.py``: ``_dot_operand``, ``_cast``). TF32, large shapes and the
+64-bit-offset case need a GPU (``@pytest.mark.gpu``).
 
 Every case compares the forward AND every gradient (x, base_weight, spline_weight, spline_scaler,
 bias) on random inputs that cover the whole grid plus points outside it.
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
+from efficient_kan.kernels._basis import _INTERPRET, _cast, _dot_operand
 
 from efficient_kan import KANLinear, Settings, configure, kan_linear, settings, use
 from efficient_kan.bspline import uniform_grid
@@ -429,32 +435,90 @@ def test_autotune_keys_name_kernel_arguments(strategy):
         assert not missing, (kernel.fn.__name__, missing)
 
 
-def _three_way(dev, dtype, n, i, o):
+def _three_way(dev, dtype, n, i, o, g=5, k=3):
     """flash-attention's bound: |x - x_ref| <= 2 |x_pt - x_ref| + atol, for y and every gradient,
-    with x_ref the fp32 reference and x_pt the PyTorch path under the same autocast."""
-    x, grid, params = make_case(n, i, o, 5, 3, dtype=torch.float32, device=dev)
+    with x_ref the fp32 reference and x_pt the PyTorch path under the same autocast; atol is one
+    unit in the last place of ``dtype`` at the largest reference value (the slack for the output's
+    own rounding, which may land one step from the PyTorch path's).
+
+    Both are evaluated at ``x`` rounded to ``dtype``: under autocast the Triton path casts ``x``
+    like ``nn.Linear``'s input and evaluates the bases there, while the PyTorch path evaluates them
+    at the fp32 ``x``. In bf16 that rounding of ``x`` alone moves ``dx`` by ~1e-2 of its largest
+    value at the first case below, which is larger than the products' rounding being checked.
+    """
+    x, grid, params = make_case(n, i, o, g, k, dtype=torch.float32, device=dev)
+    x = x.detach().to(dtype).to(torch.float32).requires_grad_()  # what the Triton path multiplies
     args = (grid, *params.values())
     inputs = [x] + [p for p in params.values() if p is not None]
     g_out = torch.randn(n, o, generator=torch.Generator().manual_seed(2)).to(dev)
-    y_ref = kan_linear_reference(x, *args, spline_order=3)
+    y_ref = kan_linear_reference(x, *args, spline_order=k)
     g_ref = torch.autograd.grad(y_ref, inputs, g_out)
     with torch.autocast(dev, dtype=dtype):
-        y_pt = kan_linear_reference(x, *args, spline_order=3)
-        y = kan_linear_triton(x, *args, spline_order=3, base_activation="silu")
+        y_pt = kan_linear_reference(x, *args, spline_order=k)
+        y = kan_linear_triton(x, *args, spline_order=k, base_activation="silu")
     assert y.dtype == y_pt.dtype == dtype
     g_pt = torch.autograd.grad(y_pt, inputs, g_out.to(dtype))
     g = torch.autograd.grad(y, inputs, g_out.to(dtype))
     names = ["y", "x", "base_weight", "spline_weight", "spline_scaler", "bias"]
+    ulp = torch.finfo(dtype).eps
     for name, a, p, r in zip(names, (y, *g), (y_pt, *g_pt), (y_ref, *g_ref), strict=True):
         assert a.dtype == p.dtype, name
         err = (a.float() - r.float()).abs()
-        bound = 2 * (p.float() - r.float()).abs() + 1e-2 * r.float().abs().max()
+        bound = 2 * (p.float() - r.float()).abs() + ulp * r.float().abs().max()
         assert bool((err <= bound).all()), f"{name}: max excess {(err - bound).max().item():.3e}"
 
 
-def test_autocast_fp16_three_way_bound():
-    """fp16 autocast on this device (the interpreter handles fp16; its bf16 is unreliable)."""
-    _three_way(_device(), torch.float16, 21, 18, 17)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "n,i,o,g,k",
+    [
+        (21, 18, 17, 5, 3),  # P = 8: tl.dot for both branches, ragged edges
+        (9, 2, 17, 20, 5),  # P = 32: feature blocks under 16, the base branch a broadcast-and-sum
+        (4, 2, 3, 64, 3),  # P = 128: the 3-D select form of the basis tile
+    ],
+)
+def test_autocast_three_way_bound_small(dtype, n, i, o, g, k):
+    """bf16 and fp16 autocast on this device, forward and every gradient (on CPU under the
+    interpreter, with its bf16 workaround)."""
+    _three_way(_device(), dtype, n, i, o, g, k)
+
+
+@triton.jit
+def _bf16_operands_kernel(a_ptr, b_ptr, c_ptr, s_ptr, r_ptr, N: tl.constexpr):
+    """``c = a @ b`` through the kernels' bf16 operand helper; ``r = s`` cast to bf16 by theirs."""
+    rows = tl.arange(0, N)[:, None] * N + tl.arange(0, N)[None, :]
+    a = _dot_operand(tl.load(a_ptr + rows), tl.bfloat16)
+    b = _dot_operand(tl.load(b_ptr + rows), tl.bfloat16)
+    tl.store(c_ptr + rows, tl.dot(a, b, out_dtype=tl.float32))
+    tl.store(r_ptr + rows, _cast(tl.load(s_ptr + rows), tl.bfloat16))
+
+
+def test_bf16_operands_round_like_a_gpu(strategy):
+    """The kernels' bf16 operands are the values a GPU multiplies: each rounded to nearest (ties to
+    even, carry into the exponent, overflow to inf, NaN kept: ``torch``'s cast), and ``tl.dot`` of
+    them is their exact product summed in fp32. Under the interpreter that takes the workaround in
+    ``kernels/_basis.py`` (its own casts truncate and its bf16 ``tl.dot`` multiplies the raw bit
+    patterns, ~1e10 off); on a GPU the plain casts and the tensor cores do it."""
+    from efficient_kan.kernels._config import interpreting
+
+    if strategy != "fused":
+        pytest.skip("a kernel helper, not a strategy")
+    assert _INTERPRET.value is interpreting()
+    dev = _device()
+    gen = torch.Generator().manual_seed(0)
+    a, b, s = torch.randn(3, 16, 16, generator=gen).unbind()
+    special = [1.9999, 3.9999, 1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3.4e38, float("inf"), float("nan")]
+    a.view(-1)[:5] = s.view(-1)[:5] = torch.tensor(special[:5])
+    s.view(-1)[5:8] = torch.tensor(special[5:])
+    a, b, s = a.to(dev), b.to(dev), s.to(dev)
+    c = torch.empty(16, 16, device=dev)
+    r = torch.empty(16, 16, dtype=torch.bfloat16, device=dev)
+    _bf16_operands_kernel[(1,)](a, b, c, s, r, N=16)
+    expected = s.to(torch.bfloat16)
+    assert torch.equal(r.isnan(), expected.isnan()) and torch.isnan(r[0, 7]), r[0]
+    assert torch.equal(r.nan_to_num(0.0), expected.nan_to_num(0.0)), (r[0], expected[0])
+    exact = a.to(torch.bfloat16).double() @ b.to(torch.bfloat16).double()
+    assert_close(c, exact, atol=1e-5, rtol=1e-6, name="dot")
 
 
 # ------------------------------------------------------------------ GPU only
