@@ -87,8 +87,16 @@ def _local_bases(
     n, n_in = x.shape
     n_knots = grid.shape[1]
     x = x.contiguous()
-    # Span s: grid[s] <= x < grid[s + 1]. searchsorted wants contiguous sorted rows, one per feature.
-    span = torch.searchsorted(grid.contiguous(), x.t().contiguous(), right=True).t() - 1
+    # Span s: grid[s] <= x < grid[s + 1], i.e. the number of knots <= x, minus one.
+    if torch.compiler.is_compiling():
+        # Counted, not searched: inductor's CPU backend runs searchsorted as an eager fallback
+        # and chooses its input's layout itself, so the transposed copy arrived non-contiguous
+        # and searchsorted warned and copied it again. The count needs no transpose and compiles
+        # into one fused loop over the knots.
+        span = (x.unsqueeze(-1) >= grid).sum(-1) - 1
+    else:
+        # searchsorted wants contiguous sorted rows, one per feature: the search runs on x^T.
+        span = torch.searchsorted(grid.contiguous(), x.t().contiguous(), right=True).t() - 1
     inside = (x >= grid[:, 0]) & (x < grid[:, -1])  # False for NaN too
     # Inputs outside the grid get a span whose every lane falls past the last basis: all dropped.
     n_bases = n_knots - 1 - k
