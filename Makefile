@@ -23,7 +23,7 @@ test-compat:     ## the fast suite on the GPU machine's torch/triton/Python (a v
 	.venv-compat/bin/python -m pytest -q -n 2
 
 lint:
-	ruff check . && ruff format --check efficient_kan kernels tests benchmarks examples train_mnist.py
+	ruff check . && ruff format --check efficient_kan kernels tests benchmarks tools examples train_mnist.py
 
 # Benchmarks never write into benchmarks/results/ (the committed results) unless told to with
 # --publish (or --out benchmarks/results); by default each run writes a new git-ignored

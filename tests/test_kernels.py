@@ -546,7 +546,7 @@ from efficient_kan.kernels import _config, kan_chunked
 from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel
 from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel
 
-sys.path.insert(0, sys.argv[2])  # benchmarks/: kernel_resources.compile_one builds the signature
+sys.path.insert(0, sys.argv[2])  # tools/: kernel_resources.compile_one builds the signature
 from kernel_resources import compile_one
 
 consts0 = dict(ACT=1, HAS_SCALER=True, HAS_BIAS=True, BIAS_GRAD=True, CDT=triton.language.float32)
@@ -606,7 +606,7 @@ def test_kernels_compile_for_sm90(strategy):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, "-c", _AOT_SCRIPT, strategy, os.path.join(root, "benchmarks")],
+        [sys.executable, "-c", _AOT_SCRIPT, strategy, os.path.join(root, "tools")],
         env=env,
         capture_output=True,
         text=True,

@@ -7,9 +7,9 @@
 # The plan is meant to produce the committed results, so it passes --publish. A 30-minute device
 # budget holds about three calls (each machine start costs minutes too), so in the order of issue
 # 3's targets (bf16 and TF32 first), then issue 4's tables (the subset is quick):
-#   bash benchmarks/gpu_session.sh --publish check bench:bf16
-#   bash benchmarks/gpu_session.sh --publish bench:bf16 bench:tf32 profile profile:64x784x64x5 bench:fp32
-#   bash benchmarks/gpu_session.sh --publish mnist:mnist-5k mnist:fashion-mnist   # carry data/fashion-mnist
+#   bash tools/gpu_session.sh --publish check bench:bf16
+#   bash tools/gpu_session.sh --publish bench:bf16 bench:tf32 profile profile:64x784x64x5 bench:fp32
+#   bash tools/gpu_session.sh --publish mnist:mnist-5k mnist:fashion-mnist   # carry data/fashion-mnist
 #
 # Where files go (`--help`): the session folder (--out DIR, else $OUT when set, e.g. the device
 # tool's output folder, else a new git-ignored bench-out/gpu-session-<UTC time>/) gets the kernel
@@ -25,7 +25,7 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1
 
 usage() {
   cat <<'USAGE'
-usage: benchmarks/gpu_session.sh [-h] [--publish] [--out DIR] STAGE [STAGE ...]
+usage: tools/gpu_session.sh [-h] [--publish] [--out DIR] STAGE [STAGE ...]
 
 The GPU measurements, as stages run in order inside one device call under one time budget.
 
@@ -128,7 +128,7 @@ for stage in "${stages[@]}"; do
       run nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
       run python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__)"
       # First config only: correctness does not need tuning. The suite launches ~150 distinct
-      # kernel specializations, each compiled on first use (1-6 s each; benchmarks/compile_only.py):
+      # kernel specializations, each compiled on first use (1-6 s each; tools/compile_only.py):
       # 8 pytest-xdist workers compile them side by side.
       xdist=()
       python -c "import xdist" 2>/dev/null && xdist=(-n 8)
