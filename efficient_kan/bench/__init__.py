@@ -12,7 +12,15 @@ Every script in ``benchmarks/`` and ``efficient-kan bench`` uses these.
 """
 
 from .records import Record, environment, load_records, merge_records
-from .report import format_quantiles, markdown_table, plot, records_table, write_records
+from .report import (
+    format_quantiles,
+    markdown_table,
+    plot,
+    records_table,
+    write_csv,
+    write_json,
+    write_records,
+)
 from .timing import Timing, peak_memory_mib, time_fn
 
 __all__ = [
@@ -27,5 +35,7 @@ __all__ = [
     "plot",
     "records_table",
     "time_fn",
+    "write_csv",
+    "write_json",
     "write_records",
 ]

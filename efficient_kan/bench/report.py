@@ -12,7 +12,15 @@ from typing import Any
 
 from .records import SCHEMA, Record
 
-__all__ = ["format_quantiles", "markdown_table", "plot", "records_table", "write_records"]
+__all__ = [
+    "format_quantiles",
+    "markdown_table",
+    "plot",
+    "records_table",
+    "write_csv",
+    "write_json",
+    "write_records",
+]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
@@ -76,6 +84,26 @@ def _header(records: Sequence[Record]) -> list[str]:
     return lines
 
 
+def write_json(records: Sequence[Record], path: Path, meta: Mapping[str, Any] | None = None) -> Path:
+    """The records as JSON: ``{"schema", "meta", "records"}`` (read back with ``load_records``)."""
+    data = {"schema": SCHEMA, "meta": dict(meta or {}), "records": [r.to_dict() for r in records]}
+    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    return Path(path)
+
+
+def write_csv(records: Sequence[Record], path: Path) -> Path:
+    """The records as CSV, one row per record; ``versions`` and ``extra`` as JSON text."""
+    with Path(path).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(Record.__dataclass_fields__))
+        w.writeheader()
+        for r in records:
+            row = r.to_dict()
+            row["versions"] = json.dumps(row["versions"], sort_keys=True)
+            row["extra"] = json.dumps(row["extra"], sort_keys=True)
+            w.writerow(row)
+    return Path(path)
+
+
 def write_records(
     records: Sequence[Record],
     out_dir: Path,
@@ -97,22 +125,9 @@ def write_records(
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}: json, csv, md")
     if "json" in formats:
-        path = out_dir / f"{stem}.json"
-        data = {"schema": SCHEMA, "meta": dict(meta or {}), "records": [r.to_dict() for r in records]}
-        path.write_text(json.dumps(data, indent=1) + "\n")
-        written["json"] = path
+        written["json"] = write_json(records, out_dir / f"{stem}.json", meta)
     if "csv" in formats:
-        path = out_dir / f"{stem}.csv"
-        names = list(Record.__dataclass_fields__)
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=names)
-            w.writeheader()
-            for r in records:
-                row = r.to_dict()
-                row["versions"] = json.dumps(row["versions"], sort_keys=True)
-                row["extra"] = json.dumps(row["extra"], sort_keys=True)
-                w.writerow(row)
-        written["csv"] = path
+        written["csv"] = write_csv(records, out_dir / f"{stem}.csv")
     if "md" in formats:
         path = out_dir / f"{stem}.md"
         lines = [f"# {title}", "", *_header(records)]
