@@ -88,6 +88,9 @@ SHAPES = [  # (batch, in, out, grid_size)
     (4096, 512, 512, 20),
     (65536, 64, 64, 5),
 ]
+# The kernel work's four target shapes (the large ones; the first two are MNIST-sized and
+# launch-bound): what the one-run GPU plan (tools/gpu_session.sh plan) measures.
+TARGET_SHAPES = SHAPES[2:]
 PRECISIONS = ("fp32", "tf32", "bf16")
 MODES = ("fwd", "fwd+bwd")
 PROVIDERS = ("fused", "chunked", "torch", "nn.Linear", "floor")
@@ -427,11 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--shapes",
         nargs="+",
         default=None,
-        help="batch x in x out x grid, e.g. 4096x1024x1024x5 (None: the built-in list, "
+        help="batch x in x out x grid, e.g. 4096x1024x1024x5, or 'targets' for the four target shapes "
+        + " ".join(shape_key(s) for s in TARGET_SHAPES)
+        + " (None: the built-in list, "
         + " ".join(shape_key(s) for s in SHAPES)
         + ")",
     )
     ap.add_argument("--no-training", action="store_true", help="skip the KAN([784, 64, 10]) training step")
+    ap.add_argument("--training-only", action="store_true", help="only the training step, no layer table")
     ap.add_argument(
         "--max-minutes",
         type=float,
@@ -455,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.training_only and args.no_training:
+        ap.error("--training-only and --no-training leave nothing to measure")
     if args.smoke and args.publish:
         ap.error("--smoke measures nothing worth keeping: it is never published (use --out DIR)")
     command = shlex.join(["python", "benchmarks/bench_layer.py", *(sys.argv[1:] if argv is None else argv)])
@@ -495,8 +503,12 @@ def main(argv: list[str] | None = None) -> int:
     env["versions"]["autotune"] = os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1")
     done = {r.key() for r in records if r.ok}
     shapes = SHAPES
-    if args.shapes:
+    if args.shapes == ["targets"]:
+        shapes = TARGET_SHAPES
+    elif args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
+    if args.training_only:
+        shapes = []
     shown = list(dict.fromkeys([*SHAPES, *shapes]))
     start = time.perf_counter()
     stopped = False

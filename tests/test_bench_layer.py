@@ -191,18 +191,36 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
 
     script = REPO / "tools" / "gpu_session.sh"
     env = {**os.environ, "GPU_SESSION_DRY": "1", "OUT": str(tmp_path)}
-    stages = ["check", "bench:bf16", "profile:64x784x64x5", "mnist:mnist-5k"]
+    stages = ["check", "tests", "bench:bf16", "profile:64x784x64x5", "mnist:mnist-5k"]
     proc = subprocess.run(["bash", str(script), *stages], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DRY: ")]
+    assert any("python -m efficient_kan check" in line for line in lines)
     assert any("pytest" in line and "tests/test_kernels.py" in line for line in lines)
-    assert any("bench_layer.py --precisions bf16" in line and "--max-minutes 8.5" in line for line in lines)
+    assert any("bench_layer.py --precisions bf16" in line and "--max-minutes 6.5" in line for line in lines)
     assert any("profile_layer.py" in line and "--shape 64x784x64x5" in line for line in lines)
     assert any("mnist_table.py --dataset mnist-5k" in line for line in lines)
     # Without --publish nothing goes to benchmarks/results: every writer is told the session folder.
     writers = [line for line in lines if "benchmarks/" in line]
     assert len(writers) == 3 and all(f"--out {tmp_path}" in line for line in writers), writers
     assert not any("--publish" in line for line in lines)
+    # The one-run plan: check first, then the target shapes in bf16 and TF32 (first config), the
+    # batch-64 training step, one MNIST row; each stage capped so all fit the 7-minute default.
+    plan = subprocess.run(["bash", str(script), "plan"], env=env, capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    lines = [line for line in plan.stdout.splitlines() if line.startswith("DRY: ")]
+    assert len(lines) == 5 and "efficient_kan check" in lines[0] and "timeout 150" in lines[0], lines
+    for line, precision in zip(lines[1:3], ("bf16", "tf32"), strict=True):
+        assert f"--precisions {precision} --shapes targets --modes fwd+bwd" in line, line
+        assert "EFFICIENT_KAN_AUTOTUNE=0 timeout 100" in line, line
+    assert "--training-only" in lines[3] and "timeout 60" in lines[3]
+    assert "--dataset mnist-5k --rows 784,64,10" in lines[4]
+    caps = 150 + 100 + 100 + 60
+    assert caps < 7 * 60  # the MNIST row gets the rest of the default budget
+    bench = load_script("bench_layer")
+    assert [bench.shape_key(s) for s in bench.TARGET_SHAPES] == [
+        "4096x1024x1024x5", "16384x1024x1024x5", "4096x512x512x20", "65536x64x64x5"
+    ]  # fmt: skip
     # The plan passes --publish: bench and mnist write the committed results; the profiles and the
     # test log still go to the session folder (--out here, over $OUT).
     session = tmp_path / "session"
@@ -219,6 +237,7 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
     header = script.read_text().split("set -euo")[0]
     plan = [line for line in header.splitlines() if "bash tools/gpu_session.sh" in line]
     assert plan and all("--publish" in line for line in plan), plan
+    assert "Cut from that run" in header
     # --help shows every option and variable with its default.
     shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "usage:" in shown.stdout
@@ -233,7 +252,7 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
     for entry in entries:
         assert entry.strip().startswith("-h") or "(default:" in entry, entry
     bad = subprocess.run(
-        ["bash", str(script), "bench:fp16"], env=env, capture_output=True, text=True, timeout=60
+        ["bash", str(script), "targets:fp16"], env=env, capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
     short = subprocess.run(
