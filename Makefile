@@ -2,7 +2,7 @@
 PY ?= python
 export PYTHONPATH := .
 
-.PHONY: test test-slow test-gpu test-compat lint bench-cpu bench-gpu mnist-table
+.PHONY: test test-slow test-gpu test-compat lint check gpu-plan bench-cpu bench-gpu mnist-table
 
 test:            ## the fast suite (what CI runs); Triton kernels run in the interpreter without a GPU
 	$(PY) -m pytest -q
@@ -22,8 +22,14 @@ test-compat:     ## the fast suite on the GPU machine's torch/triton/Python (a v
 	  pytest-xdist tqdm matplotlib sympy scipy
 	.venv-compat/bin/python -m pytest -q -n 2
 
+check:           ## efficient-kan check: the kernels against the PyTorch path here (interpreter without a GPU)
+	$(PY) -m efficient_kan check
+
+gpu-plan:        ## on the GPU machine: the one-run plan (check, target shapes, training step, one MNIST row); publishes
+	bash tools/gpu_session.sh --publish plan
+
 lint:
-	ruff check . && ruff format --check efficient_kan kernels tests benchmarks examples train_mnist.py
+	ruff check . && ruff format --check efficient_kan kernels tests benchmarks tools examples train_mnist.py
 
 # Benchmarks never write into benchmarks/results/ (the committed results) unless told to with
 # --publish (or --out benchmarks/results); by default each run writes a new git-ignored

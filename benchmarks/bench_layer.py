@@ -14,12 +14,14 @@ Providers, for each shape ``(batch, in, out, grid_size)`` (spline order 3):
 
 Precisions: ``fp32`` (IEEE, ``set_float32_matmul_precision("highest")``), ``tf32`` ("high"),
 ``bf16`` (``torch.autocast`` bf16, fp32 parameters). Modes: ``fwd`` (under ``no_grad``) and
-``fwd+bwd``. Time: median and 20/80 % quantiles of per-iteration CUDA-event timings. Memory: peak
+``fwd+bwd``. Time: median and 20/80 % quantiles from ``efficient_kan.bench.time_fn``
+(``triton.testing.do_bench`` on CUDA). Memory: peak
 ``max_memory_allocated`` during one iteration minus what was allocated before it (outputs and
 gradients included). Also one ``KAN([784, 64, 10])`` training step (forward, backward, Adam) at
 batch 64 against an MLP of the same widths, eagerly and replayed from a CUDA graph.
 
-Writes ``bench_layer_<gpu>.json`` and ``.md`` (gpu name, torch/triton versions, date, command) into
+Writes ``bench_layer_<gpu>.json``, ``.csv`` and ``.md`` (records of ``efficient_kan.bench``: gpu name,
+versions, commit, date, command with every number) into
 a new folder ``bench-out/bench_layer-<UTC time>/`` (git-ignored), printed at the end; ``--out DIR``
 names another folder and ``--publish`` the committed ``benchmarks/results/``. Results are merged
 into an existing JSON in that folder by key, so a run can be split over calls (``--precisions``,
@@ -40,12 +42,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
 import re
 import shlex
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -62,6 +61,17 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from efficient_kan import KAN  # noqa: E402
+from efficient_kan.bench import (  # noqa: E402
+    Record,
+    environment,
+    format_quantiles,
+    load_records,
+    markdown_table,
+    merge_records,
+    peak_memory_mib,
+    time_fn,
+    write_records,
+)
 from efficient_kan.bspline import bspline_basis, uniform_grid  # noqa: E402
 from efficient_kan.reference import kan_linear_reference  # noqa: E402
 from efficient_kan.settings import configure, use  # noqa: E402
@@ -78,6 +88,9 @@ SHAPES = [  # (batch, in, out, grid_size)
     (4096, 512, 512, 20),
     (65536, 64, 64, 5),
 ]
+# The kernel work's four target shapes (the large ones; the first two are MNIST-sized and
+# launch-bound): what the one-run GPU plan (tools/gpu_session.sh plan) measures.
+TARGET_SHAPES = SHAPES[2:]
 PRECISIONS = ("fp32", "tf32", "bf16")
 MODES = ("fwd", "fwd+bwd")
 PROVIDERS = ("fused", "chunked", "torch", "nn.Linear", "floor")
@@ -91,49 +104,9 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-# Repetitions per timing; --smoke lowers them (the interpreter is slow and its times meaningless).
-REPS = {"min_reps": 10, "max_reps": 200, "warmup": 3}
-
-
-def time_it(fn, dev: torch.device, min_reps: int | None = None, max_reps: int | None = None,
-            budget_s: float = 0.25) -> dict:  # fmt: skip
-    """Per-iteration times (ms): median and 20/80 % quantiles, after warm-up (autotuning included)."""
-    min_reps = REPS["min_reps"] if min_reps is None else min_reps
-    max_reps = REPS["max_reps"] if max_reps is None else max_reps
-    for _ in range(REPS["warmup"]):
-        fn()
-    _sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    _sync(dev)
-    reps = int(min(max_reps, max(min_reps, budget_s / max(time.perf_counter() - t0, 1e-6))))
-    times = []
-    for _ in range(reps):
-        if dev.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    q = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
-    return {"median_ms": statistics.median(times), "p20_ms": q[1], "p80_ms": q[7], "reps": reps}
-
-
-def peak_extra_mib(fn, dev: torch.device) -> float | None:
-    """Peak memory of one call above what was allocated before it (CUDA only)."""
-    if dev.type != "cuda":
-        return None
-    _sync(dev)
-    torch.cuda.reset_peak_memory_stats(dev)
-    base = torch.cuda.memory_allocated(dev)
-    fn()
-    _sync(dev)
-    return (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+# Seconds of timed calls per measurement; --smoke lowers it (the interpreter is slow and its
+# times meaningless).
+TIMING = {"min_run_time": 0.25, "warmup": 3}
 
 
 def precision_ctx(precision: str, dev: torch.device, cache_enabled: bool = True):
@@ -191,37 +164,53 @@ def rel_error_vs_reference(call, params, gy: torch.Tensor, precision: str, dev: 
     return max(float((a - e).norm() / e.norm().clamp_min(1e-30)) for a, e in zip(got, want, strict=True))
 
 
-def measure(provider: str, shape, precision: str, mode: str, dev: torch.device) -> dict:
+def measure(provider: str, shape, precision: str, mode: str, dev: torch.device, env: dict) -> list[Record]:
+    """Time (ms), peak extra memory (MiB) and, for the Triton providers' fwd+bwd, the error against
+    fp64 (checked before timing) of one provider at one shape, precision and mode, as records."""
     batch, n_in, n_out, g = shape
     previous = configure(strategy=provider) if provider in TRITON_PROVIDERS else None
-    call, params = make_provider(provider, batch, n_in, n_out, g, dev)
-    gy = torch.randn(batch, n_out, device=dev)
-    rel_err = None
-    if provider in TRITON_PROVIDERS and mode == "fwd+bwd" and batch * n_in * (g + K) <= 2**27:
-        # Correct first: the same call against the fp64 reference before it is timed.
-        rel_err = rel_error_vs_reference(call, params, gy, precision, dev)
+    try:
+        call, params = make_provider(provider, batch, n_in, n_out, g, dev)
+        gy = torch.randn(batch, n_out, device=dev)
+        rel_err = None
+        if provider in TRITON_PROVIDERS and mode == "fwd+bwd" and batch * n_in * (g + K) <= 2**27:
+            # Correct first: the same call against the fp64 reference before it is timed.
+            rel_err = rel_error_vs_reference(call, params, gy, precision, dev)
 
-    def step():
-        with precision_ctx(precision, dev):
-            if mode == "fwd":
-                with torch.no_grad():
-                    call()
-            else:
-                y = call()
-                for p in params:
-                    p.grad = None
-                y.backward(gy.to(y.dtype))
+        def step():
+            with precision_ctx(precision, dev):
+                if mode == "fwd":
+                    with torch.no_grad():
+                        call()
+                else:
+                    y = call()
+                    y.backward(gy.to(y.dtype))
 
-    result = time_it(step, dev)
-    if mode == "fwd+bwd":
+        grads = params if mode == "fwd+bwd" else None
+        timing = time_fn(step, dev, grad_to_none=grads, **TIMING)
         for p in params:
             p.grad = None
-    result["peak_extra_mib"] = peak_extra_mib(step, dev)
+        mib, mem_kind = peak_memory_mib(step, dev)
+    finally:
+        if previous is not None:
+            configure(strategy=previous.strategy)
+    common = dict(benchmark="bench_layer", provider=provider, shape=shape_key(shape), dtype=precision)
+    records = [
+        Record.of(
+            env,
+            **common,
+            metric=f"{mode} ms",
+            p20=timing.p20,
+            p50=timing.p50,
+            p80=timing.p80,
+            unit="ms",
+            extra={"timer": timing.method},
+        ),  # fmt: skip
+        Record.of(env, **common, metric=f"{mode} MiB", value=mib, unit="MiB", extra={"memory": mem_kind}),
+    ]
     if rel_err is not None:
-        result["rel_err_vs_fp64"] = rel_err
-    if previous is not None:
-        configure(strategy=previous.strategy)
-    return result
+        records.append(Record.of(env, **common, metric=f"{mode} rel_err", value=rel_err))
+    return records
 
 
 TRAINING_KINDS = ("triton", "torch", "mlp", "triton+graph", "mlp+graph")
@@ -232,7 +221,7 @@ def training_step_name(kind: str) -> str:
     return model + (", CUDA graph" if kind.endswith("+graph") else "")
 
 
-def measure_training_step(kind: str, dev: torch.device, precision: str) -> dict:
+def measure_training_step(kind: str, dev: torch.device, precision: str, env: dict) -> list[Record]:
     """One optimiser step at batch 64 for KAN([784, 64, 10]) (triton / torch backends) or the MLP.
 
     ``+graph`` kinds capture the whole step (forward, backward, Adam with ``capturable=True``) in a
@@ -263,10 +252,25 @@ def measure_training_step(kind: str, dev: torch.device, precision: str) -> dict:
         loss.backward()
         opt.step()
 
+    common = dict(
+        benchmark="bench_layer", provider=training_step_name(kind), shape="batch 64", dtype=precision
+    )
     if not graphed:
-        result = time_it(step, dev)
-        result["peak_extra_mib"] = peak_extra_mib(step, dev)
-        return result
+        timing = time_fn(step, dev, **TIMING)
+        mib, mem_kind = peak_memory_mib(step, dev)
+        return [
+            Record.of(
+                env,
+                **common,
+                metric="step ms",
+                p20=timing.p20,
+                p50=timing.p50,
+                p80=timing.p80,
+                unit="ms",
+                extra={"timer": timing.method},
+            ),  # fmt: skip
+            Record.of(env, **common, metric="step MiB", value=mib, unit="MiB", extra={"memory": mem_kind}),
+        ]
     side = torch.cuda.Stream(dev)
     side.wait_stream(torch.cuda.current_stream(dev))
     with torch.cuda.stream(side):
@@ -276,9 +280,19 @@ def measure_training_step(kind: str, dev: torch.device, precision: str) -> dict:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         step()
-    result = time_it(graph.replay, dev)
-    result["peak_extra_mib"] = None
-    return result
+    timing = time_fn(graph.replay, dev, **TIMING)
+    return [
+        Record.of(
+            env,
+            **common,
+            metric="step ms",
+            p20=timing.p20,
+            p50=timing.p50,
+            p80=timing.p80,
+            unit="ms",
+            extra={"timer": timing.method},
+        ),  # fmt: skip
+    ]
 
 
 # ------------------------------------------------------------------------------- reporting
@@ -292,45 +306,39 @@ def shape_key(shape) -> str:
     return "x".join(str(v) for v in shape)
 
 
-def write_markdown(path: Path, data: dict) -> None:
-    meta = data["meta"]
-    lines = [
-        f"# bench_layer: one KAN layer (spline order {K}) on {meta['gpu_name']}",
-        "",
-        f"torch {meta['torch']}, triton {meta['triton']}, {meta['date']}; command: `{meta['command']}`",
-        "",
-        "Time: median ms [20 %, 80 %] of CUDA-event timings per iteration. Memory: peak extra MiB "
-        "(max_memory_allocated during one iteration minus the allocation before it). "
-        "floor = one dense product over the expanded width in*(G+K+1), expanded input in memory.",
-        "",
-        "fused / chunked: the two Triton strategies (efficient_kan.use(strategy=...)); 'auto' is the one "
-        "`choose_strategy` picks for the shape; 'best' is the faster of the two. err: largest "
-        "relative error (Frobenius) of the output and every gradient against the fp64 reference, "
-        "checked before timing (fwd+bwd rows).",
-        "",
-        "| batch x in x out x G | precision | mode | fused | chunked | torch | nn.Linear | floor "
-        "| auto | best/floor | best/nn.Linear | err fused | err chunked "
-        "| MiB fused | MiB chunked | MiB torch | MiB nn.Linear | MiB floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    rows = data["layer"]
-    for shape in SHAPES:
+NOTES = (
+    "Time: median ms [20 %, 80 %] per iteration (efficient_kan.bench.time_fn: triton.testing.do_bench "
+    "on CUDA). Memory: peak extra MiB (max_memory_allocated during one iteration minus the allocation "
+    "before it). floor = one dense product over the expanded width in*(G+K+1), expanded input in memory.",
+    "",
+    "fused / chunked: the two Triton strategies (efficient_kan.use(strategy=...)); 'auto' is the one "
+    "`choose_strategy` picks for the shape; 'best' is the faster of the two. err: largest "
+    "relative error (Frobenius) of the output and every gradient against the fp64 reference, "
+    "checked before timing (fwd+bwd rows).",
+)
+
+
+def layer_table(records: list[Record], shapes) -> str:
+    """The layer table (one row per shape, precision and mode; providers side by side) and the
+    training-step table, from records."""
+    by_key = {r.key(): r for r in records if r.benchmark == "bench_layer"}
+
+    def rec(provider, shape, precision, metric):
+        return by_key.get(("bench_layer", provider, shape, precision, metric))
+
+    header = ["batch x in x out x G", "precision", "mode", *PROVIDERS, "auto", "best/floor", "best/nn.Linear",
+              "err fused", "err chunked", *(f"MiB {p}" for p in PROVIDERS)]  # fmt: skip
+    rows = []
+    for shape in shapes:
+        key = shape_key(shape)
         for precision in PRECISIONS:
             for mode in MODES:
-                key = f"{shape_key(shape)}|{precision}|{mode}"
-                r = {p: rows.get(f"{key}|{p}") for p in PROVIDERS}
-                if not any(r.values()):
+                t = {p: rec(p, key, precision, f"{mode} ms") for p in PROVIDERS}
+                if not any(t.values()):
                     continue
 
-                def ms(p, r=r):
-                    v = r[p]
-                    return v["median_ms"] if v and "median_ms" in v else None
-
-                def t(p, r=r):
-                    v = r[p]
-                    if ms(p) is None:
-                        return (v or {}).get("error", "-")[:40]
-                    return f"{v['median_ms']:.3f} [{v['p20_ms']:.3f}, {v['p80_ms']:.3f}]"
+                def ms(p, t=t):
+                    return t[p].p50 if t[p] is not None and t[p].ok else None
 
                 timed = [p for p in TRITON_PROVIDERS if ms(p) is not None]
                 best = min(timed, key=ms) if timed else None
@@ -338,41 +346,64 @@ def write_markdown(path: Path, data: dict) -> None:
                 def ratio(b, best=best):
                     return f"{ms(best) / ms(b):.2f}x ({best})" if best and ms(b) else "-"
 
-                def mem(p, r=r):
-                    v = r[p]
-                    return f"{v['peak_extra_mib']:.1f}" if v and v.get("peak_extra_mib") is not None else "-"
+                def single(p, metric, fmt, key=key, precision=precision, mode=mode):
+                    r = rec(p, key, precision, f"{mode} {metric}")
+                    return format(r.p50, fmt) if r is not None and r.ok else "-"
 
-                def err(p, r=r):
-                    v = r[p]
-                    return (
-                        f"{v['rel_err_vs_fp64']:.1e}" if v and v.get("rel_err_vs_fp64") is not None else "-"
-                    )
+                rows.append([
+                    key, precision, mode,
+                    *(format_quantiles(t[p]) for p in PROVIDERS),
+                    choose_strategy_for(shape), ratio("floor"), ratio("nn.Linear"),
+                    single("fused", "rel_err", ".1e"), single("chunked", "rel_err", ".1e"),
+                    *(single(p, "MiB", ".1f") for p in PROVIDERS),
+                ])  # fmt: skip
+    text = markdown_table(header, rows)
+    steps = [r for r in records if r.shape == "batch 64" and r.metric == "step ms"]
+    if steps:
+        mem = {(r.provider, r.dtype): r for r in records if r.metric == "step MiB"}
+        text += "\n\n## Training step, batch 64 (forward, backward, Adam)\n\n" + markdown_table(
+            ["model", "precision", "median ms [20 %, 80 %]", "MiB"],
+            [
+                [r.provider, r.dtype, format_quantiles(r),
+                 f"{mem[r.provider, r.dtype].p50:.1f}" if (r.provider, r.dtype) in mem else "-"]
+                for r in sorted(steps, key=lambda r: (r.provider, r.dtype))
+            ],
+        )  # fmt: skip
+    return text
 
-                auto = choose_strategy_for(shape)
-                lines.append(
-                    f"| {shape_key(shape)} | {precision} | {mode} | {t('fused')} | {t('chunked')} | "
-                    f"{t('torch')} | {t('nn.Linear')} | {t('floor')} | {auto} | {ratio('floor')} | "
-                    f"{ratio('nn.Linear')} | {err('fused')} | {err('chunked')} | {mem('fused')} | "
-                    f"{mem('chunked')} | {mem('torch')} | {mem('nn.Linear')} | {mem('floor')} |"
-                )
-    if data.get("training"):
-        lines += [
-            "",
-            "## Training step, batch 64 (forward, backward, Adam)",
-            "",
-            "| model | precision | median ms [20 %, 80 %] | MiB |",
-            "|---|---|---|---|",
-        ]
-        for key, v in sorted(data["training"].items()):
-            model, precision = key.split("|")
-            if "median_ms" in v:
-                mib = f"{v['peak_extra_mib']:.1f}" if v.get("peak_extra_mib") is not None else "-"
-                lines.append(
-                    f"| {model} | {precision} | {v['median_ms']:.3f} [{v['p20_ms']:.3f}, {v['p80_ms']:.3f}] | {mib} |"
-                )
-            else:
-                lines.append(f"| {model} | {precision} | {v.get('error', '-')[:60]} | - |")
-    path.write_text("\n".join(lines) + "\n")
+
+def write_results(out: Path, stem: str, records: list[Record], shapes, where: str) -> dict[str, Path]:
+    """``<stem>.json``/``.csv``/``.md`` of the records (one schema: efficient_kan.bench)."""
+    return write_records(
+        records, out, stem, title=f"bench_layer: one KAN layer (spline order {K}) on {where}",
+        notes=NOTES, table=layer_table(records, shapes),
+    )  # fmt: skip
+
+
+def error_record(
+    env: dict, provider: str, shape: str, precision: str, metric: str, e: BaseException
+) -> Record:
+    """A failed measurement: kept in the results with its error (one failure must not lose the run)."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):  # the torch path at big batches
+        text = f"OOM: {str(e).splitlines()[0][:80]}"
+    else:
+        text = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    return Record.of(env, benchmark="bench_layer", provider=provider, shape=shape, dtype=precision,
+                     metric=metric, error=text)  # fmt: skip
+
+
+def describe(records: list[Record]) -> str:
+    """One printed line for a measurement's records."""
+    by_metric = {r.metric.split()[-1]: r for r in records}
+    t = by_metric.get("ms")
+    if t is None or not t.ok:
+        return (t or records[0]).error or "-"
+    text = f"{t.p50:.3f} ms"
+    if "MiB" in by_metric:
+        text += f", {by_metric['MiB'].p50:.1f} MiB"
+    if "rel_err" in by_metric:
+        text += f", err {by_metric['rel_err'].p50:.1e}"
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,11 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--shapes",
         nargs="+",
         default=None,
-        help="batch x in x out x grid, e.g. 4096x1024x1024x5 (None: the built-in list, "
+        help="batch x in x out x grid, e.g. 4096x1024x1024x5, or 'targets' for the four target shapes "
+        + " ".join(shape_key(s) for s in TARGET_SHAPES)
+        + " (None: the built-in list, "
         + " ".join(shape_key(s) for s in SHAPES)
         + ")",
     )
     ap.add_argument("--no-training", action="store_true", help="skip the KAN([784, 64, 10]) training step")
+    ap.add_argument("--training-only", action="store_true", help="only the training step, no layer table")
     ap.add_argument(
         "--max-minutes",
         type=float,
@@ -427,8 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.training_only and args.no_training:
+        ap.error("--training-only and --no-training leave nothing to measure")
     if args.smoke and args.publish:
         ap.error("--smoke measures nothing worth keeping: it is never published (use --out DIR)")
+    command = shlex.join(["python", "benchmarks/bench_layer.py", *(sys.argv[1:] if argv is None else argv)])
 
     if not torch.cuda.is_available():
         print("bench_layer: GPU numbers need a CUDA GPU; none here, nothing measured.")
@@ -438,77 +475,67 @@ def main(argv: list[str] | None = None) -> int:
             "--smoke: one tiny shape on CPU (TRITON_INTERPRET=1) to check the script; timings are meaningless."
         )
         dev = torch.device("cpu")
-        REPS.update(min_reps=2, max_reps=2, warmup=1)
-        data = {"meta": {"gpu_name": "CPU (smoke, interpreter)", "torch": torch.__version__, "triton": "-",
-                         "date": "-", "command": "--smoke"}, "layer": {}, "training": {}}  # fmt: skip
+        env = environment(dev, command)
+        TIMING.update(min_run_time=0.01, warmup=1)
         shape = (8, 16, 8, 5)
-        global SHAPES
-        SHAPES = [shape]
+        records: list[Record] = []
         for provider in PROVIDERS:
             for mode in MODES:
-                r = measure(provider, shape, "fp32", mode, dev)
-                data["layer"][f"{shape_key(shape)}|fp32|{mode}|{provider}"] = r
-                err = f", rel err {r['rel_err_vs_fp64']:.1e}" if "rel_err_vs_fp64" in r else ""
-                print(f"  {provider:10s} {mode:8s} {r['median_ms']:.2f} ms{err}")
-        r = measure_training_step("torch", dev, "fp32")
-        data["training"][f"{training_step_name('torch')}|fp32"] = r
-        print(f"  KAN([784,64,10]) torch step {r['median_ms']:.2f} ms")
+                new = measure(provider, shape, "fp32", mode, dev, env)
+                records += new
+                print(f"  {provider:10s} {mode:8s} {describe(new)}")
+        new = measure_training_step("torch", dev, "fp32", env)
+        records += new
+        print(f"  KAN([784,64,10]) torch step {describe(new)}")
         out, _ = _output.resolve_out(args, "bench_layer")
-        (out / "bench_layer_smoke.json").write_text(json.dumps(data, indent=1))
-        write_markdown(out / "bench_layer_smoke.md", data)
-        print(f"  wrote {out / 'bench_layer_smoke.md'}")
+        paths = write_results(out, "bench_layer_smoke", records, [shape], "CPU (smoke, interpreter)")
+        print(f"  wrote {paths['md']}")
         return 0
 
     dev = torch.device("cuda")
-    import triton
-
     gpu_name = torch.cuda.get_device_name(dev)
     slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
     out, fresh = _output.resolve_out(args, "bench_layer")
-    json_path, md_path = out / f"bench_layer_{slug}.json", out / f"bench_layer_{slug}.md"
-    data = json.loads(json_path.read_text()) if json_path.exists() else {"layer": {}, "training": {}}
-    data["meta"] = {
-        "gpu_name": gpu_name,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "autotune": os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1"),
-    }
+    stem = f"bench_layer_{slug}"
+    json_path = out / f"{stem}.json"
+    records = load_records(json_path) if json_path.exists() else []
+    env = environment(dev, command)
+    env["versions"]["autotune"] = os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1")
+    done = {r.key() for r in records if r.ok}
     shapes = SHAPES
-    if args.shapes:
+    if args.shapes == ["targets"]:
+        shapes = TARGET_SHAPES
+    elif args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
+    if args.training_only:
+        shapes = []
+    shown = list(dict.fromkeys([*SHAPES, *shapes]))
     start = time.perf_counter()
     stopped = False
     for shape in shapes:
         for precision in args.precisions:
             for mode in args.modes:
                 for provider in args.providers:
-                    key = f"{shape_key(shape)}|{precision}|{mode}|{provider}"
-                    if args.skip_done and "median_ms" in data["layer"].get(key, {}):
+                    metric = f"{mode} ms"
+                    if (
+                        args.skip_done
+                        and ("bench_layer", provider, shape_key(shape), precision, metric) in done
+                    ):
                         continue
                     if args.max_minutes and time.perf_counter() - start > 60 * args.max_minutes:
                         stopped = True
                         break
                     try:
-                        r = measure(provider, shape, precision, mode, dev)
-                    except torch.cuda.OutOfMemoryError as e:  # the torch path at big batches
-                        r = {"error": f"OOM: {str(e).splitlines()[0][:80]}"}
+                        new = measure(provider, shape, precision, mode, dev, env)
                     except Exception as e:  # recorded, not fatal: one failure must not lose the run
-                        r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
+                        new = [error_record(env, provider, shape_key(shape), precision, metric, e)]
                     torch.cuda.empty_cache()
-                    data["layer"][key] = r
-                    desc = (
-                        f"{r['median_ms']:.3f} ms, {r['peak_extra_mib']:.1f} MiB"
-                        + (f", err {r['rel_err_vs_fp64']:.1e}" if "rel_err_vs_fp64" in r else "")
-                        if "median_ms" in r
-                        else r["error"]
-                    )
+                    records = merge_records(records, new)
                     print(
-                        f"{shape_key(shape):>22s} {precision:5s} {mode:8s} {provider:10s} {desc}", flush=True
+                        f"{shape_key(shape):>22s} {precision:5s} {mode:8s} {provider:10s} {describe(new)}",
+                        flush=True,
                     )
-                json_path.write_text(json.dumps(data, indent=1))
-                write_markdown(md_path, data)
+                write_results(out, stem, records, shown, gpu_name)
     if stopped:
         # A new default folder holds no measurements: continuing needs the folder just written.
         again = f"--skip-done --out {shlex.quote(str(out))}" if fresh else "--skip-done"
@@ -517,20 +544,17 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precisions:
             for kind in TRAINING_KINDS:
                 name = training_step_name(kind)
-                if args.skip_done and "median_ms" in data["training"].get(f"{name}|{precision}", {}):
+                if args.skip_done and ("bench_layer", name, "batch 64", precision, "step ms") in done:
                     continue
                 try:
-                    r = measure_training_step(kind, dev, precision)
-                    desc = f"{r['median_ms']:.3f} ms"
+                    new = measure_training_step(kind, dev, precision, env)
                 except Exception as e:  # recorded, not fatal
-                    r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
-                    desc = r["error"]
-                data["training"][f"{name}|{precision}"] = r
-                print(f"training step {name:28s} {precision:5s} {desc}", flush=True)
+                    new = [error_record(env, name, "batch 64", precision, "step ms", e)]
+                records = merge_records(records, new)
+                print(f"training step {name:28s} {precision:5s} {describe(new)}", flush=True)
     torch.set_float32_matmul_precision("highest")
-    json_path.write_text(json.dumps(data, indent=1))
-    write_markdown(md_path, data)
-    print(f"wrote {md_path} and {json_path.name} in {out}")
+    paths = write_results(out, stem, records, shown, gpu_name)
+    print(f"wrote {paths['md'].name}, {paths['json'].name} and {paths['csv'].name} in {out}")
     return 0
 
 

@@ -46,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +57,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from efficient_kan.bench import markdown_table, plot  # noqa: E402
 from efficient_kan.training import build_model, count_parameters, device_description  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
@@ -293,21 +293,21 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
         )
     if meta.get("incomplete"):
         lines.append(f"- INCOMPLETE: {meta['incomplete']}")
-    lines += [
-        "",
-        "| model | widths | params | test acc % | train steps/s | s/epoch | peak MiB | +train MiB | seeds | flags |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
-    ]
+    table = []
     for r in rows:
+        widths = "-".join(map(str, r["widths"]))
         if not r["n_seeds"]:
-            lines.append(f"| {r['kind']} | {'-'.join(map(str, r['widths']))} | | not run | | | | | 0 | |")
+            table.append([r["kind"], widths, "", "not run", "", "", "", "", 0, ""])
             continue
         flags = f"--model {r['model']} --widths {','.join(map(str, r['widths']))}"
-        lines.append(
-            f"| {r['kind']} | {'-'.join(map(str, r['widths']))} | {r['params']:,} | "
-            f"{r['acc_mean']:.2f} +- {r['acc_std']:.2f} | {r['steps_per_s']:,.1f} | {r['s_per_epoch']:.2f} | "
-            f"{r['peak_memory_mib']:,.0f} | {r['training_memory_mib']:,.0f} | {r['n_seeds']} | `{flags}` |"
-        )
+        table.append([
+            r["kind"], widths, f"{r['params']:,}", f"{r['acc_mean']:.2f} +- {r['acc_std']:.2f}",
+            f"{r['steps_per_s']:,.1f}", f"{r['s_per_epoch']:.2f}", f"{r['peak_memory_mib']:,.0f}",
+            f"{r['training_memory_mib']:,.0f}", r["n_seeds"], f"`{flags}`",
+        ])  # fmt: skip
+    header = ["model", "widths", "params", "test acc %", "train steps/s", "s/epoch", "peak MiB", "+train MiB",
+              "seeds", "flags"]  # fmt: skip
+    lines += ["", markdown_table(header, table, align="llrrrrrrrl")]
     lines += ["", "## What it shows", ""]
     lines += [f"- {line}" for line in findings(rows)] or ["- (no finished runs)"]
     if note:
@@ -322,51 +322,27 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
 
 
 def write_plot(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot", file=sys.stderr)
-        return False
-    fig, (ax_acc, ax_speed) = plt.subplots(1, 2, figsize=(11, 4.6))
-    styles = {
-        "KAN": ("tab:red", "o"),
-        "MLP, same widths": ("tab:blue", "s"),
-        "MLP, ~KAN params": ("tab:green", "^"),
-    }
-    for kind, (color, marker) in styles.items():
+    """Accuracy vs parameters and throughput vs parameters, per kind of model (one PNG)."""
+    acc, speed = {}, {}
+    for kind in ("KAN", "MLP, same widths", "MLP, ~KAN params"):
         mine = sorted((r for r in rows if r["kind"] == kind and r["n_seeds"]), key=lambda r: r["params"])
         if not mine:
             continue
         params = [r["params"] for r in mine]
-        ax_acc.errorbar(
-            params, [r["acc_mean"] for r in mine], yerr=[r["acc_std"] for r in mine], color=color, marker=marker,
-            linestyle="none", capsize=3, label=kind,
-        )  # fmt: skip
-        ax_speed.scatter(params, [r["samples_per_s"] for r in mine], color=color, marker=marker, label=kind)
-        for r in mine:
-            ax_acc.annotate(
-                "-".join(map(str, r["widths"])), (r["params"], r["acc_mean"]), fontsize=6, alpha=0.7
-            )
-    ax_acc.set(xscale="log", xlabel="parameters", ylabel="test accuracy (%)", title="accuracy vs parameters")
-    ax_speed.set(
-        xscale="log",
-        yscale="log",
-        xlabel="parameters",
-        ylabel="train samples/s",
-        title="throughput vs parameters",
-    )
-    for ax in (ax_acc, ax_speed):
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # a run stopped before its first model has none
-            ax.legend(fontsize=8)
-    fig.suptitle(textwrap.fill(title, 160), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return True
+        acc[kind] = {
+            "x": params,
+            "y": [r["acc_mean"] for r in mine],
+            "yerr": [r["acc_std"] for r in mine],
+            "labels": ["-".join(map(str, r["widths"])) for r in mine],
+        }
+        speed[kind] = {"x": params, "y": [r["samples_per_s"] for r in mine]}
+    panels = [
+        {"series": acc, "xlabel": "parameters", "ylabel": "test accuracy (%)", "title": "accuracy vs parameters",
+         "logx": True},
+        {"series": speed, "xlabel": "parameters", "ylabel": "train samples/s", "title": "throughput vs parameters",
+         "logx": True, "logy": True},
+    ]  # fmt: skip
+    return plot(path, panels, title=title, figsize=(11, 4.6))
 
 
 def _slug(text: str) -> str:

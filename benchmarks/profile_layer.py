@@ -123,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
 
     out, _ = _output.resolve_out(args, "profile_layer")
     key = f"{bench.shape_key(shape)}_{args.precision}"
-    import triton
+    from efficient_kan.bench import environment
 
+    env = environment(
+        dev, ["python", "benchmarks/profile_layer.py", *(sys.argv[1:] if argv is None else argv)]
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     report = [
-        f"profile_layer {key} on {where}; torch {torch.__version__}, triton {triton.__version__}; "
-        f"{args.iters} forward+backward calls per provider; command: {' '.join(sys.argv)}",
+        f"profile_layer {key} on {where}; {versions}; commit {env['commit'] or '-'}; {env['date']}; "
+        f"{args.iters} forward+backward calls per provider; command: {env['command']}",
     ]
     for provider in args.providers:
         trace = out / f"profile_{key}_{provider}.json"

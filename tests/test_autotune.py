@@ -1,5 +1,5 @@
 """kernels/_autotune.py: parallel compiles of autotuning candidates (the parts that need no GPU;
-benchmarks/compile_only.py drives the real compiles: tests/test_compile_only.py)."""
+tools/compile_only.py drives the real compiles: tests/test_compile_only.py)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import importlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -23,9 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def script_path(name: str) -> Path:
+    """``benchmarks/<name>.py``, or ``tools/<name>.py`` for the device-session tooling."""
+    path = REPO / "benchmarks" / f"{name}.py"
+    return path if path.exists() else REPO / "tools" / f"{name}.py"
+
+
 def load_script(name: str):
-    """``benchmarks/<name>.py`` as a fresh module (its ``main`` is not run)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    """``benchmarks/<name>.py`` or ``tools/<name>.py`` as a fresh module (its ``main`` is not run)."""
+    spec = importlib.util.spec_from_file_location(name, script_path(name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -74,21 +79,25 @@ def test_bench_layer_smoke(fresh_root, capsys):
         torch.set_float32_matmul_precision("highest")
     out = only_folder(fresh_root, "bench_layer")
     assert str(out) in capsys.readouterr().out
-    data = json.loads((out / "bench_layer_smoke.json").read_text())
-    rows = data["layer"]
+    from efficient_kan.bench import load_records
+
+    records = {r.key(): r for r in load_records(out / "bench_layer_smoke.json")}
     for provider in bench.PROVIDERS:
         for mode in bench.MODES:
-            assert "median_ms" in rows[f"8x16x8x5|fp32|{mode}|{provider}"], (provider, mode)
+            r = records[("bench_layer", provider, "8x16x8x5", "fp32", f"{mode} ms")]
+            assert r.ok and r.p20 <= r.p50 <= r.p80 and r.command and r.versions["torch"], (provider, mode)
     for provider in bench.TRITON_PROVIDERS:
-        assert rows[f"8x16x8x5|fp32|fwd+bwd|{provider}"]["rel_err_vs_fp64"] < 1e-5
+        assert records[("bench_layer", provider, "8x16x8x5", "fp32", "fwd+bwd rel_err")].p50 < 1e-5
     md = (out / "bench_layer_smoke.md").read_text()
     assert "| 8x16x8x5 | fp32 | fwd+bwd |" in md
-    assert "median_ms" in data["training"][f"{bench.training_step_name('torch')}|fp32"]
+    assert (out / "bench_layer_smoke.csv").read_text().startswith("benchmark,provider,shape,dtype,metric")
+    step = ("bench_layer", bench.training_step_name("torch"), "batch 64", "fp32", "step ms")
+    assert records[step].ok
     # The CUDA-graph training steps (GPU only) have names of their own and refuse a CPU device.
     names = {bench.training_step_name(kind) for kind in bench.TRAINING_KINDS}
     assert len(names) == len(bench.TRAINING_KINDS)
     with pytest.raises(RuntimeError, match="CUDA graphs"):
-        bench.measure_training_step("mlp+graph", torch.device("cpu"), "fp32")
+        bench.measure_training_step("mlp+graph", torch.device("cpu"), "fp32", {})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke mode is the CPU path of the script")
@@ -125,14 +134,18 @@ def test_output_folder_rules(fresh_root, tmp_path):
         load_script("bench_layer").main(["--smoke", "--publish"])
 
 
-# The Python benchmark scripts with a command line (bench_cpu_layer.py is a pytest-benchmark file:
-# its options are pytest-benchmark's, and it writes no files unless asked, see its docstring).
+# The Python benchmark scripts (benchmarks/) and device-session tools (tools/) with a command line
+# (bench_cpu_layer.py is a pytest-benchmark file: its options are pytest-benchmark's, and it writes
+# no files unless asked, see its docstring).
 SCRIPTS = ("bench_layer", "compile_only", "host_overhead", "kernel_resources", "mnist_table", "profile_layer")
+TOOLS = ("compile_only", "host_overhead", "kernel_resources")
 
 
 def test_every_benchmark_script_is_covered():
     found = {p.stem for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_")}
-    assert found == {*SCRIPTS, "bench_cpu_layer"}
+    assert found == {*SCRIPTS, "bench_cpu_layer"} - set(TOOLS)
+    assert {p.stem for p in (REPO / "tools").glob("*.py")} == set(TOOLS)
+    assert (REPO / "tools" / "gpu_session.sh").is_file()
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -155,11 +168,7 @@ def test_kernel_resources_knows_every_integer_argument():
     import inspect
 
     pytest.importorskip("triton.backends.nvidia")
-    spec = importlib.util.spec_from_file_location(
-        "kernel_resources", REPO / "benchmarks" / "kernel_resources.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("kernel_resources")
     kernels = [module._kan_fwd_kernel, module._kan_bwd_dx_kernel, module._kan_bwd_dw_kernel]
     kernels += [getattr(module.kan_chunked, n) for n in ("_kan_expand_kernel", "_kan_dx_reduce_kernel",
                                                          "_kan_pack_kernel", "_kan_unpack_kernel")]  # fmt: skip
@@ -175,25 +184,43 @@ def test_kernel_resources_knows_every_integer_argument():
 
 
 def test_gpu_session_script_plans_stages_within_budget(tmp_path):
-    """benchmarks/gpu_session.sh (run on the GPU machine only) parses its stages and hands each
+    """tools/gpu_session.sh (run on the GPU machine only) parses its stages and hands each
     the time left; GPU_SESSION_DRY=1 prints the commands instead of running them."""
     import os
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh"
+    script = REPO / "tools" / "gpu_session.sh"
     env = {**os.environ, "GPU_SESSION_DRY": "1", "OUT": str(tmp_path)}
-    stages = ["check", "bench:bf16", "profile:64x784x64x5", "mnist:mnist-5k"]
+    stages = ["check", "tests", "bench:bf16", "profile:64x784x64x5", "mnist:mnist-5k"]
     proc = subprocess.run(["bash", str(script), *stages], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DRY: ")]
+    assert any("python -m efficient_kan check" in line for line in lines)
     assert any("pytest" in line and "tests/test_kernels.py" in line for line in lines)
-    assert any("bench_layer.py --precisions bf16" in line and "--max-minutes 8.5" in line for line in lines)
+    assert any("bench_layer.py --precisions bf16" in line and "--max-minutes 6.5" in line for line in lines)
     assert any("profile_layer.py" in line and "--shape 64x784x64x5" in line for line in lines)
     assert any("mnist_table.py --dataset mnist-5k" in line for line in lines)
     # Without --publish nothing goes to benchmarks/results: every writer is told the session folder.
     writers = [line for line in lines if "benchmarks/" in line]
     assert len(writers) == 3 and all(f"--out {tmp_path}" in line for line in writers), writers
     assert not any("--publish" in line for line in lines)
+    # The one-run plan: check first, then the target shapes in bf16 and TF32 (first config), the
+    # batch-64 training step, one MNIST row; each stage capped so all fit the 7-minute default.
+    plan = subprocess.run(["bash", str(script), "plan"], env=env, capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    lines = [line for line in plan.stdout.splitlines() if line.startswith("DRY: ")]
+    assert len(lines) == 5 and "efficient_kan check" in lines[0] and "timeout 150" in lines[0], lines
+    for line, precision in zip(lines[1:3], ("bf16", "tf32"), strict=True):
+        assert f"--precisions {precision} --shapes targets --modes fwd+bwd" in line, line
+        assert "EFFICIENT_KAN_AUTOTUNE=0 timeout 100" in line, line
+    assert "--training-only" in lines[3] and "timeout 60" in lines[3]
+    assert "--dataset mnist-5k --rows 784,64,10" in lines[4]
+    caps = 150 + 100 + 100 + 60
+    assert caps < 7 * 60  # the MNIST row gets the rest of the default budget
+    bench = load_script("bench_layer")
+    assert [bench.shape_key(s) for s in bench.TARGET_SHAPES] == [
+        "4096x1024x1024x5", "16384x1024x1024x5", "4096x512x512x20", "65536x64x64x5"
+    ]  # fmt: skip
     # The plan passes --publish: bench and mnist write the committed results; the profiles and the
     # test log still go to the session folder (--out here, over $OUT).
     session = tmp_path / "session"
@@ -208,8 +235,9 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
     assert any("profile_layer.py" in line and f"--out {session}" in line for line in lines)
     assert session.is_dir()
     header = script.read_text().split("set -euo")[0]
-    plan = [line for line in header.splitlines() if "bash benchmarks/gpu_session.sh" in line]
+    plan = [line for line in header.splitlines() if "bash tools/gpu_session.sh" in line]
     assert plan and all("--publish" in line for line in plan), plan
+    assert "Cut from that run" in header
     # --help shows every option and variable with its default.
     shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "usage:" in shown.stdout
@@ -224,7 +252,7 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
     for entry in entries:
         assert entry.strip().startswith("-h") or "(default:" in entry, entry
     bad = subprocess.run(
-        ["bash", str(script), "bench:fp16"], env=env, capture_output=True, text=True, timeout=60
+        ["bash", str(script), "targets:fp16"], env=env, capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
     short = subprocess.run(
@@ -236,7 +264,7 @@ def test_gpu_session_script_plans_stages_within_budget(tmp_path):
 
 _PRINT_ONLY_TRIALS = """
 import sys
-sys.path.insert(0, "benchmarks")
+sys.path.insert(0, "tools")
 import compile_only, host_overhead, kernel_resources
 assert compile_only.main(["--no-autotune", "--steps", "1x3x5x5:fp32:chunked"]) == 0
 assert kernel_resources.main(["--kinds", "pack", "--shapes", "G5K3", "--dtype", "fp32"]) == 0
@@ -264,3 +292,34 @@ def test_print_only_scripts_write_no_results():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "0 failures" in proc.stdout and "pack" in proc.stdout and "F.linear" in proc.stdout
     assert results_snapshot() == before
+
+
+def test_harness_times_records_and_writes(tmp_path):
+    """efficient_kan.bench: CPU timing gives ordered quantiles from torch.utils.benchmark; records
+    carry the environment and come back from JSON unchanged; CSV and markdown are written; a JSON of
+    another format is refused by name."""
+    from efficient_kan.bench import Record, environment, load_records, merge_records, time_fn, write_records
+
+    x = torch.randn(64, 64)
+    t = time_fn(lambda: x @ x, "cpu", min_run_time=0.01, warmup=1)
+    assert 0 < t.p20 <= t.p50 <= t.p80 and "torch.utils.benchmark" in t.method and t.samples >= 1
+    env = environment("cpu", ["python", "demo.py", "--flag"])
+    assert env["command"] == "python demo.py --flag" and env["versions"]["torch"] == torch.__version__
+    assert env["device"].startswith("CPU") and env["date"]
+    a = Record.of(env, benchmark="demo", provider="mm", shape="64x64", dtype="fp32", metric="ms",
+                  p20=t.p20, p50=t.p50, p80=t.p80, unit="ms")  # fmt: skip
+    b = Record.of(env, benchmark="demo", provider="mm", shape="64x64", dtype="fp32", metric="MiB", value=1.5)
+    c = Record.of(env, benchmark="demo", provider="bad", shape="64x64", dtype="fp32", metric="ms", error="E")
+    paths = write_records([a, b, c], tmp_path, "demo", title="demo")
+    assert load_records(paths["json"]) == [a, b, c]
+    assert len(paths["csv"].read_text().splitlines()) == 4
+    md = paths["md"].read_text()
+    assert "# demo" in md and "`python demo.py --flag`" in md and "| 64x64 | fp32 | MiB | 1.500 | - |" in md
+    newer = Record.of(
+        env, benchmark="demo", provider="mm", shape="64x64", dtype="fp32", metric="MiB", value=2.0
+    )
+    assert merge_records([a, b], [newer]) == [a, newer]
+    old = tmp_path / "old.json"
+    old.write_text('{"layer": {}, "training": {}}')
+    with pytest.raises(ValueError, match="old.json is not"):
+        load_records(old)

@@ -1,4 +1,4 @@
-"""Compiles for sm_90 through the real launchers, without a GPU (``benchmarks/compile_only.py``).
+"""Compiles for sm_90 through the real launchers, without a GPU (``tools/compile_only.py``).
 
 The interpreter, which runs every other kernel test on CPU, accepts code the GPU compiler rejects;
 these catch what it cannot.
@@ -10,7 +10,7 @@ import pytest
 
 
 def _compile_only(*cli_args: str, timeout: int = 600):
-    """``benchmarks/compile_only.py`` in a subprocess without TRITON_INTERPRET: the real launchers
+    """``tools/compile_only.py`` in a subprocess without TRITON_INTERPRET: the real launchers
     on CPU tensors, Triton's JIT compiling for sm_90, nothing launched."""
     import os
     import subprocess
@@ -20,7 +20,7 @@ def _compile_only(*cli_args: str, timeout: int = 600):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    script = os.path.join(root, "benchmarks", "compile_only.py")
+    script = os.path.join(root, "tools", "compile_only.py")
     return subprocess.run(
         [sys.executable, script, *cli_args], env=env, capture_output=True, text=True, timeout=timeout
     )

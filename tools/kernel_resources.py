@@ -5,9 +5,9 @@ without a GPU: Triton compiles to a cubin with its bundled ptxas, ``cuobjdump -r
 A config that spills (STACK > 0) or needs more than the H100's 227 KiB of shared memory is a
 config to fix before any GPU time is spent on it. Run without ``TRITON_INTERPRET``::
 
-    PYTHONPATH=. python benchmarks/kernel_resources.py                  # every kernel, bf16
-    PYTHONPATH=. python benchmarks/kernel_resources.py --kinds fwd --dtype fp32
-    PYTHONPATH=. python benchmarks/kernel_resources.py --generic        # no launch specialization
+    PYTHONPATH=. python tools/kernel_resources.py                  # every kernel, bf16
+    PYTHONPATH=. python tools/kernel_resources.py --kinds fwd --dtype fp32
+    PYTHONPATH=. python tools/kernel_resources.py --generic        # no launch specialization
 
 Prints one line per (kernel, shape class, config): registers per thread, stack bytes per thread,
 shared bytes. Compiles take ~1-10 s each.
@@ -38,7 +38,7 @@ from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # for _output
 import _output  # noqa: E402
 
 # Pointers to knots, parameters and their gradients stay fp32; x, y, dy, the expanded buffer are

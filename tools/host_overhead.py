@@ -8,7 +8,7 @@ work small. ``F.linear`` forward+backward on the same tensors is timed alongside
 (best of ``--rounds`` rounds of ``--calls`` calls each). Triton's launcher cost comes on top on a
 real GPU. It writes no files: it prints.
 
-    PYTHONPATH=. python benchmarks/host_overhead.py [--profile]
+    PYTHONPATH=. python tools/host_overhead.py [--profile]
 
 Run without ``TRITON_INTERPRET``; ``EFFICIENT_KAN_AUTOTUNE=0`` is set here (one config, no
 benchmarking, which would need a GPU).
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # for _output
 
 import _output  # noqa: E402
 import torch  # noqa: E402
