@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
+import triton.language as tl
 
 from efficient_kan.settings import settings
 
 from ._autotune import parallel_compile_autotune
 
-__all__ = ["autotune_enabled", "gpu_sms", "interpreting", "meta_for", "next_pow2", "num_sms", "tuned"]
+__all__ = [
+    "Geometry",
+    "acc_dtype",
+    "autotune_enabled",
+    "compute_tl_dtype",
+    "geometry",
+    "gpu_sms",
+    "interpreting",
+    "meta_for",
+    "next_pow2",
+    "num_sms",
+    "strides_or_zeros",
+    "tuned",
+]
 
 
 def interpreting() -> bool:
@@ -27,6 +42,42 @@ def autotune_enabled() -> bool:
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+class Geometry(NamedTuple):
+    """Sizes of one layer's spline, as the kernels' constexprs take them."""
+
+    k: int  # spline order
+    nk: int  # knots per feature
+    nb: int  # bases per feature (nk - 1 - k)
+    p: int  # register lanes per feature: a power of two >= the lanes a kernel fills
+    log_nk: int  # steps of the span search over nk knots
+
+    def meta(self) -> dict:
+        return {"K": self.k, "NK": self.nk, "NB": self.nb, "P": self.p, "LOG_NK": self.log_nk}
+
+
+def geometry(grid: torch.Tensor, spline_order: int, act_lane: bool = False) -> Geometry:
+    """The :class:`Geometry` of ``grid`` (``(I, NK)`` knots). ``act_lane``: one more lane per
+    feature for the base activation (the chunked strategy's expanded rows hold ``NB + 1`` values)."""
+    nk = grid.shape[1]
+    nb = nk - 1 - spline_order
+    return Geometry(spline_order, nk, nb, next_pow2(nb + int(act_lane)), max(1, (nk - 1).bit_length()))
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulator dtype of operands in ``dtype``: fp64 for fp64, fp32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def compute_tl_dtype(dtype: torch.dtype):
+    """:func:`acc_dtype` as a Triton dtype: the kernels' accumulators and knot arithmetic."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def strides_or_zeros(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
+    """``t``'s strides, or ``ndim`` zeros for an absent optional tensor."""
+    return tuple(t.stride()) if t is not None else (0,) * ndim
 
 
 @functools.cache
