@@ -98,9 +98,11 @@ def _kan_fwd_kernel(
     DOT = x_ptr.dtype.element_ty  # operand dtype: x's (already cast by autocast on the host)
 
     # Features per spline product: SUB_I, but at least 16 expanded columns (tl.dot's minimum) for
-    # narrow bases; never more than the block.
+    # narrow bases; never more than the block (block-size rules: _config.check_block_sizes).
     SUB: tl.constexpr = min(BLOCK_I, SUB_I if SUB_I * P >= 16 else 16 // P)
-    tl.static_assert(BLOCK_I % SUB == 0)
+    tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs blocks of at least 16")
+    tl.static_assert(SUB * P >= 16, "tl.dot needs BLOCK_I * P >= 16 expanded columns")
+    tl.static_assert(BLOCK_I % SUB == 0, "the spline sub-block must divide BLOCK_I")
     # Expanded column c = i * P + j of the current feature sub-block, as (feature, lane) pairs.
     cc = tl.arange(0, SUB * P)
     ci_local = cc // P
@@ -124,7 +126,7 @@ def _kan_fwd_kernel(
         xa = _dot_operand(_act(x, ACT), DOT)
         if BLOCK_I >= 16:
             acc = tl.dot(xa, wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
-        else:  # wide bases, few features per block: tl.dot needs 16; this branch is P times smaller
+        else:  # wide bases (check_block_sizes): a broadcast-and-sum, P times smaller than the spline's
             acc += tl.sum(xa.to(CDT)[:, :, None] * wb.to(CDT)[None, :, :], axis=1)
 
         # Spline branch in sub-blocks of SUB features: a smaller packed weight tile is live at a
@@ -223,6 +225,9 @@ def _kan_bwd_dx_kernel(
     m_ok = rm < M
     i_ok = ri < I
     DOT = x_ptr.dtype.element_ty
+    # Block-size rules: _config.check_block_sizes.
+    tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs blocks of at least 16")
+    tl.static_assert(BLOCK_I * P >= 16, "tl.dot needs BLOCK_I * P >= 16 expanded columns")
 
     cc = tl.arange(0, BLOCK_I * P)
     ci = pid_i * BLOCK_I + (cc // P).to(tl.int64)
@@ -256,7 +261,7 @@ def _kan_bwd_dx_kernel(
                 wt = tl.reshape(
                     tl.reshape(wt, (BLOCK_N, BLOCK_I, P)) * sc[:, :, None], (BLOCK_N, BLOCK_I * P)
                 )
-            else:
+            else:  # narrow bases (check_block_sizes)
                 # Gathered per column: with fewer than 8 lanes and fp32 (TF32) operands, sm_90
                 # compiles (triton 3.6 and 3.8) of the reshape form fail ("Illegal shared layout"
                 # in TritonGPUOptimizeDotOperands): the dot operand's shared-memory layout is
@@ -277,7 +282,7 @@ def _kan_bwd_dx_kernel(
         wbt = _dot_operand(wbt, DOT)
         if BLOCK_I >= 16:
             acc_b = tl.dot(dy, wbt, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
-        else:  # see _kan_fwd_kernel: broadcast-and-sum when the feature block is under 16
+        else:  # wide bases (check_block_sizes): a broadcast-and-sum
             acc_b += tl.sum(dy.to(CDT)[:, :, None] * wbt.to(CDT)[None, :, :], axis=1)
 
     x = tl.load(
@@ -346,6 +351,9 @@ def _kan_bwd_dw_kernel(
     i_ok = ri < I
     n_ok = rn < O
     DOT = x_ptr.dtype.element_ty
+    # Block-size rules: _config.check_block_sizes.
+    tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs blocks of at least 16")
+    tl.static_assert(BLOCK_I * P >= 16, "tl.dot needs BLOCK_I * P >= 16 expanded columns")
     row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
 
     acc_s = tl.zeros((BLOCK_I * P, BLOCK_N), dtype=CDT)

@@ -675,3 +675,19 @@ def test_kernels_compile_for_sm90(strategy):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+def test_every_gpu_config_keeps_the_block_size_rules():
+    """Every autotuning candidate of the fused kernels keeps ``check_block_sizes`` (what the
+    kernels' ``tl.static_assert``s demand), and a config that breaks a rule is refused by name."""
+    from efficient_kan.kernels import _config
+
+    for kind in ("fwd", "dx", "dw"):
+        for p in (0, 32, 64, 128):
+            for fp64 in (False, True):
+                for cfg in _config._configs_gpu(kind, p, fp64):
+                    _config.check_block_sizes(kind, p, cfg.kwargs)
+    with pytest.raises(ValueError, match="must divide BLOCK_I"):
+        _config.check_block_sizes("fwd", 0, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": 16, "SUB_I": 3})
+    with pytest.raises(ValueError, match=r"BLOCK_I \* P must be >= 16"):
+        _config.check_block_sizes("dw", 0, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": 8})
