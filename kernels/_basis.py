@@ -44,7 +44,7 @@ def _dot_operand(x, DOT: tl.constexpr):
 
     Under the interpreter, a bf16 operand is instead the bf16-rounded value held in fp32: the
     interpreter's ``tl.dot`` multiplies bf16 operands as their raw 16-bit patterns (results ~1e10
-    off). A tensor core multiplies the same bf16 values exactly in fp32 and accumulates in fp32, so
+    off; https://github.com/triton-lang/triton/issues/11584). A tensor core multiplies the same bf16 values exactly in fp32 and accumulates in fp32, so
     the fp32 product of the rounded values is what a GPU computes (up to the order of the sums).
     """
     if _INTERPRET and DOT == tl.bfloat16:
