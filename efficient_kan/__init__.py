@@ -6,7 +6,7 @@
 
 import os as _os
 
-# The Triton kernels live in the repository's top-level kernels/ (the agreed layout). An installed
+# The Triton kernels live in the repository's top-level kernels/. An installed
 # package has them as efficient_kan/kernels (pyproject's package-dir); in a plain source checkout
 # (PYTHONPATH=.) they sit beside this folder, so let `efficient_kan.kernels` resolve there too.
 _checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))

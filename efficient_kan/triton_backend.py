@@ -9,9 +9,9 @@ Two ways in, one autograd formula (``_setup_context`` + ``_backward``):
   ``efficient_kan::kan_linear_backward`` with fake implementations and the same autograd formula
   registered, so a model of ``KANLinear``s traces with ``fullgraph=True`` and no graph break.
 
-Both run one of two strategies (:func:`choose_strategy`): ``fused`` (``kernels/kan_fwd.py``,
-``kan_bwd.py``: the basis lives only in registers, the scaled spline weight is packed on load) or
-``chunked`` (``kernels/kan_chunked.py``: the expanded input in bounded slices, multiplied by
+Both run one of two strategies (:func:`choose_strategy`): ``fused`` (``kernels/fused.py``:
+the basis lives only in registers, the scaled spline weight is packed on load) or
+``chunked`` (``kernels/chunked.py``: the expanded input in bounded slices, multiplied by
 cuBLAS). Both save only ``x`` (in the operand dtype) and the parameters for backward; the
 ``(batch, in, grid_size + spline_order)`` basis is recomputed in backward, never stored whole.
 
@@ -84,9 +84,9 @@ def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torc
     """``"fused"`` or ``"chunked"`` for one call: ``efficient_kan.settings().strategy`` and, when
     it is ``"auto"``, the shape.
 
-    Both compute the same function to rounding. ``fused`` (``kan_fwd``/``kan_bwd``: one launch
+    Both compute the same function to rounding. ``fused`` (``kernels/fused.py``: one launch
     forward, two backward, the basis only in registers) suits small, launch-bound calls; ``chunked``
-    (``kan_chunked``: Triton writes the expanded input in slices of at most ``chunk_bytes``, cuBLAS
+    (``kernels/chunked.py``: Triton writes the expanded input in slices of at most ``chunk_bytes``, cuBLAS
     multiplies them) suits large ones, where the fused kernels' per-tile basis work, not the
     product, sets the time. The ``auto`` threshold (batch >= 1024 and out >= 128) is a first guess,
     to be set from ``benchmarks/bench_layer.py``, which times both. fp64 always takes ``chunked``

@@ -1,23 +1,15 @@
 """Autotuning whose candidate configs are compiled in parallel threads before they are timed.
 
-Triton's autotuner compiles each candidate config of a new shape one after another in the
-launching thread, then times them. For the fused kernels that is 5-6 configs of 1-6 s each per
-kernel and shape class, so a model's first step waits for tens of compiles. Triton's compiler
-releases the GIL in its heavy passes and runs ptxas as a subprocess, so threads compile
-concurrently. Measured on the 2-core build machine through the real launcher with a compile-only
-sm_90 driver (``benchmarks/compile_only.py``): the fused forward's 6 configs took 35-38 s one after
-another and 18-22 s in 2 threads (triton 3.8 and 3.6); a GPU machine has more cores.
+Triton's autotuner compiles each candidate of a new key one after another in the launching thread;
+its compiler releases the GIL in its heavy passes and runs ptxas as a subprocess, so threads compile
+concurrently. :func:`parallel_compile_autotune` wraps ``triton.autotune``: on a new key it first
+compiles every candidate in a shared thread pool (compile, no launch), then times them as usual.
+Results are identical; only the first call per shape gets faster. ``EFFICIENT_KAN_COMPILE_THREADS``
+sets the pool size (default: the CPU count, at most 16; ``1`` compiles one config at a time).
 
-:func:`parallel_compile_autotune` wraps ``triton.autotune``: when the autotuner meets a new key, it
-first compiles every candidate config in a shared thread pool (JIT warm-up: compile, no launch),
-then times them as usual, now without compiling. Results are identical; only the first call per
-shape gets faster. ``EFFICIENT_KAN_COMPILE_THREADS`` sets the pool size (default: the CPU count, at
-most 16; ``1`` compiles one config at a time, like Triton alone).
-
-Threads are used only with a Triton that compiles in threads itself (it has ``AsyncCompileMode``,
-3.4 and later); with an older one the autotuner compiles one config at a time. A config that fails
-to compile in a thread is not cached, so the autotuner compiles it again and handles the failure
-its own way (a config out of resources is skipped, any other error raises).
+Threads are used only with a Triton that compiles in threads itself (``AsyncCompileMode``, 3.4 and
+later). A config that fails to compile in a thread is not cached, so the autotuner compiles it
+again and handles the failure its own way (out of resources: skipped; any other error raises).
 """
 
 from __future__ import annotations

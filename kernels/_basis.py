@@ -44,7 +44,7 @@ def _dot_operand(x, DOT: tl.constexpr):
 
     Under the interpreter, a bf16 operand is instead the bf16-rounded value held in fp32: the
     interpreter's ``tl.dot`` multiplies bf16 operands as their raw 16-bit patterns (results ~1e10
-    off). A tensor core multiplies the same bf16 values exactly in fp32 and accumulates in fp32, so
+    off; https://github.com/triton-lang/triton/issues/11584). A tensor core multiplies the same bf16 values exactly in fp32 and accumulates in fp32, so
     the fp32 product of the rounded values is what a GPU computes (up to the order of the sums).
     """
     if _INTERPRET and DOT == tl.bfloat16:
@@ -76,42 +76,31 @@ def _knot(row_ptr, t, stride_gt, NK: tl.constexpr, k_first, k_last, h_lo, h_hi):
 
 
 @triton.jit
-def _basis_tile(
-    x,
-    row_ptr,
-    stride_gt,
-    feat_ok,
-    K: tl.constexpr,
-    NK: tl.constexpr,
-    NB: tl.constexpr,
-    P: tl.constexpr,
-    LOG_NK: tl.constexpr,
-    DERIV: tl.constexpr,
-):
-    """Expanded basis tile ``(BLOCK_M, BLOCK_I, P)`` of ``x`` (shape ``(BLOCK_M, BLOCK_I)``).
+def _knot_ends(row_ptr, stride_gt, NK: tl.constexpr, DT: tl.constexpr):
+    """First and last knot of each feature and the knot spacing at both ends, in ``DT``."""
+    k_first = tl.load(row_ptr).to(DT)
+    k_last = tl.load(row_ptr + (NK - 1) * stride_gt).to(DT)
+    h_lo = tl.load(row_ptr + stride_gt).to(DT) - k_first
+    h_hi = k_last - tl.load(row_ptr + (NK - 2) * stride_gt).to(DT)
+    return k_first, k_last, h_lo, h_hi
 
-    ``row_ptr`` (shape ``(1, BLOCK_I)``) points at each feature's first knot; ``feat_ok`` masks
-    features past the end. Column ``j < NB`` holds ``B_j(x)`` (or ``B_j'(x)`` when ``DERIV``);
-    columns ``NB <= j < P`` are zero padding. Only the ``K + 1`` non-zero values are computed; each
-    lane ``j`` then takes one of them by ``K + 1`` selects against ``j - (s - K)``, and the lanes
-    are stacked with ``tl.join`` (see the comment there: it keeps the recursion from being
-    recomputed per lane).
-    """
-    k_first = tl.load(row_ptr).to(x.dtype)
-    k_last = tl.load(row_ptr + (NK - 1) * stride_gt).to(x.dtype)
-    h_lo = tl.load(row_ptr + stride_gt).to(x.dtype) - k_first
-    h_hi = k_last - tl.load(row_ptr + (NK - 2) * stride_gt).to(x.dtype)
-    # False for NaN x too, so NaN inputs give zero bases (their row is NaN through act(x) anyway).
-    inside = (x >= k_first) & (x < k_last) & feat_ok
 
-    # Span: the largest s with grid[s] <= x, by binary lifting over the NK knots.
+@triton.jit
+def _span(x, row_ptr, stride_gt, NK: tl.constexpr, LOG_NK: tl.constexpr):
+    """The largest ``s <= NK - 2`` with ``grid[s] <= x``, by binary lifting over the ``NK`` knots."""
     s = tl.zeros(x.shape, dtype=tl.int32)
     for b in tl.static_range(LOG_NK):
         cand = s + (1 << (LOG_NK - 1 - b))
         kv = tl.load(row_ptr + tl.minimum(cand, NK - 1) * stride_gt).to(x.dtype)
         s = tl.where((cand < NK) & (kv <= x), cand, s)
-    s = tl.minimum(s, NK - 2)
+    return tl.minimum(s, NK - 2)
 
+
+@triton.jit
+def _local_bases(x, s, row_ptr, stride_gt, ends, K: tl.constexpr, NK: tl.constexpr, DERIV: tl.constexpr):
+    """The ``K + 1`` non-zero values ``B_{s-K+r}(x)`` (or their derivatives when ``DERIV``),
+    ``r = 0..K``, by de Boor's recursion ("The NURBS Book" A2.2/A2.3) on span ``s``."""
+    k_first, k_last, h_lo, h_hi = ends
     one = tl.full(x.shape, 1.0, x.dtype)
     zero = tl.zeros(x.shape, dtype=x.dtype)
     vals = (one,)
@@ -146,15 +135,22 @@ def _basis_tile(
                 new = new + (saved + right[r + 1] * temp,)
                 saved = left[j - r] * temp
             vals = new + (saved,)
-
     src = vals
     if DERIV:
         src = ders
+    return src
+
+
+@triton.jit
+def _place_lanes(src, s, inside, K: tl.constexpr, NB: tl.constexpr, P: tl.constexpr):
+    """The ``(BLOCK_M, BLOCK_I, P)`` tile with ``src[r]`` in lane ``s - K + r`` of each (row,
+    feature), zero in every other lane, in padding lanes ``>= NB`` and where not ``inside``."""
+    x = src[0]
+    d = s - K  # lane of src[0]
     # One (BLOCK_M, BLOCK_I) tensor per lane, then a tree of joins: tl.join adds a minor dimension
     # held inside each thread, so a thread keeps all P lanes of its own (row, feature) pairs and the
     # span search and de Boor run once per pair (a broadcast over a P axis let Triton spread the
     # lanes over threads, each recomputing the whole recursion).
-    d = s - K  # lane of src[0]
     # (The two forms are the two branches of one constexpr if: Triton keeps compiling the
     # statements after a `return` inside an if, so an early return would not do.)
     if P > 64:  # very wide bases (grid_size + order > 64): a select per element of a 3-D tile
@@ -165,6 +161,7 @@ def _basis_tile(
             out = tl.where(lane == r, src[r][:, :, None], out)
         out = tl.where(inside[:, :, None] & (jj < NB), out, 0.0)
     else:
+        zero = tl.zeros(x.shape, dtype=x.dtype)
         masked = ()
         for r in tl.static_range(K + 1):
             masked = masked + (tl.where(inside, src[r], 0.0),)
@@ -185,6 +182,34 @@ def _basis_tile(
                 lanes = nxt
         out = tl.reshape(lanes[0], (x.shape[0], x.shape[1], P))
     return out
+
+
+@triton.jit
+def _basis_tile(
+    x,
+    row_ptr,
+    stride_gt,
+    feat_ok,
+    K: tl.constexpr,
+    NK: tl.constexpr,
+    NB: tl.constexpr,
+    P: tl.constexpr,
+    LOG_NK: tl.constexpr,
+    DERIV: tl.constexpr,
+):
+    """Expanded basis tile ``(BLOCK_M, BLOCK_I, P)`` of ``x`` (shape ``(BLOCK_M, BLOCK_I)``).
+
+    ``row_ptr`` (shape ``(1, BLOCK_I)``) points at each feature's first knot; ``feat_ok`` masks
+    features past the end. Column ``j < NB`` holds ``B_j(x)`` (or ``B_j'(x)`` when ``DERIV``);
+    columns ``NB <= j < P`` are zero padding. Steps: the knot ends, the span, the ``K + 1``
+    non-zero values there, and their placement into lanes.
+    """
+    ends = _knot_ends(row_ptr, stride_gt, NK, x.dtype)
+    # False for NaN x too, so NaN inputs give zero bases (their row is NaN through act(x) anyway).
+    inside = (x >= ends[0]) & (x < ends[1]) & feat_ok
+    s = _span(x, row_ptr, stride_gt, NK, LOG_NK)
+    src = _local_bases(x, s, row_ptr, stride_gt, ends, K, NK, DERIV)
+    return _place_lanes(src, s, inside, K, NB, P)
 
 
 @triton.jit

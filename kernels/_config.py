@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
+import triton.language as tl
 
 from efficient_kan.settings import settings
 
 from ._autotune import parallel_compile_autotune
 
-__all__ = ["autotune_enabled", "gpu_sms", "interpreting", "meta_for", "next_pow2", "num_sms", "tuned"]
+__all__ = [
+    "Geometry",
+    "acc_dtype",
+    "autotune_enabled",
+    "check_block_sizes",
+    "compute_tl_dtype",
+    "geometry",
+    "gpu_sms",
+    "interpreting",
+    "meta_for",
+    "next_pow2",
+    "num_sms",
+    "strides_or_zeros",
+    "tuned",
+]
 
 
 def interpreting() -> bool:
@@ -27,6 +43,42 @@ def autotune_enabled() -> bool:
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+class Geometry(NamedTuple):
+    """Sizes of one layer's spline, as the kernels' constexprs take them."""
+
+    k: int  # spline order
+    nk: int  # knots per feature
+    nb: int  # bases per feature (nk - 1 - k)
+    p: int  # register lanes per feature: a power of two >= the lanes a kernel fills
+    log_nk: int  # steps of the span search over nk knots
+
+    def meta(self) -> dict:
+        return {"K": self.k, "NK": self.nk, "NB": self.nb, "P": self.p, "LOG_NK": self.log_nk}
+
+
+def geometry(grid: torch.Tensor, spline_order: int, act_lane: bool = False) -> Geometry:
+    """The :class:`Geometry` of ``grid`` (``(I, NK)`` knots). ``act_lane``: one more lane per
+    feature for the base activation (the chunked strategy's expanded rows hold ``NB + 1`` values)."""
+    nk = grid.shape[1]
+    nb = nk - 1 - spline_order
+    return Geometry(spline_order, nk, nb, next_pow2(nb + int(act_lane)), max(1, (nk - 1).bit_length()))
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulator dtype of operands in ``dtype``: fp64 for fp64, fp32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def compute_tl_dtype(dtype: torch.dtype):
+    """:func:`acc_dtype` as a Triton dtype: the kernels' accumulators and knot arithmetic."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def strides_or_zeros(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
+    """``t``'s strides, or ``ndim`` zeros for an absent optional tensor."""
+    return tuple(t.stride()) if t is not None else (0,) * ndim
 
 
 @functools.cache
@@ -49,14 +101,46 @@ def meta_for(p: int, dtype: torch.dtype) -> dict:
     return {"p": p if p >= 32 else 0, "fp64": dtype == torch.float64}
 
 
-def _configs(kind: str, p: int, fp64: bool) -> list[triton.Config]:
-    """Candidate block sizes, best guess first (the only one used under the interpreter).
+def check_block_sizes(kind: str, p: int, meta: dict) -> None:
+    """Raise ``ValueError`` unless ``meta`` (a config of the fused kernel ``kind``: "fwd", "dx",
+    "dw") keeps the block-size rules for ``p`` lanes per feature (0: every narrow ``P <= 16``).
 
-    The expanded tile is ``BLOCK_I * P`` wide. Narrow bases (``P <= 16``) use ``BLOCK_I = 16`` and
-    a ``tl.dot`` for the base branch too (``tl.dot`` needs every dimension >= 16); wide bases
-    (``P >= 32``) keep the expanded tile at 128-256 columns with ``BLOCK_I < 16``, and the base
-    branch, ``P`` times smaller, becomes a broadcast-and-sum in the kernel.
+    The rules, each also a ``tl.static_assert`` in the kernels:
+
+    - ``tl.dot`` needs every dimension >= 16: ``BLOCK_M``, ``BLOCK_N`` >= 16 and the expanded tile
+      ``BLOCK_I * P`` >= 16 columns.
+    - forward: the spline product runs in sub-blocks of ``SUB_I`` features, widened to ``16 // P``
+      features where ``SUB_I * P < 16`` and never wider than ``BLOCK_I``; that sub-block divides
+      ``BLOCK_I``.
+
+    Two code paths follow from the sizes and need no check:
+
+    - wide bases (``P >= 32``) keep the expanded tile at 128-256 columns with ``BLOCK_I < 16``; the
+      base branch, ``P`` times smaller than the spline product, is then a broadcast-and-sum in
+      the kernel instead of a ``tl.dot``;
+    - narrow bases (``P < 8``): the input gradient multiplies the scaler into the weight tile by a
+      gather per column, not by a reshape-broadcast, which sm_90 compiles reject for fp32 (TF32)
+      operands ("Illegal shared layout" in TritonGPUOptimizeDotOperands, triton 3.6 and 3.8).
     """
+    bm, bn, bi = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_I"]
+    for lanes in [p] if p else [1, 2, 4, 8, 16]:
+        problems = []
+        if min(bm, bn) < 16:
+            problems.append("BLOCK_M and BLOCK_N must be >= 16")
+        if bi * lanes < 16:
+            problems.append("BLOCK_I * P must be >= 16")
+        if kind == "fwd":
+            sub_i = meta["SUB_I"]
+            sub = min(bi, sub_i if sub_i * lanes >= 16 else 16 // lanes)
+            if bi % sub:
+                problems.append(f"the spline sub-block ({sub} features) must divide BLOCK_I")
+        if problems:
+            raise ValueError(f"{kind} config {meta} at P={lanes}: " + "; ".join(problems))
+
+
+def _configs(kind: str, p: int, fp64: bool) -> list[triton.Config]:
+    """Candidate block sizes, best guess first (the only one used under the interpreter); each
+    keeps the rules of :func:`check_block_sizes`."""
     if interpreting() or not autotune_enabled():
         # EFFICIENT_KAN_AUTOTUNE=0: first config only (quick runs; no tuning compiles).
         if not interpreting():
@@ -133,5 +217,8 @@ def tuned(kind: str, kernel, key: list[str], p: int, fp64: bool):
     """
     k = (kind, id(kernel), p, fp64)
     if k not in _TUNED:
-        _TUNED[k] = parallel_compile_autotune(configs=_configs(kind, p, fp64), key=key)(kernel)
+        configs = _configs(kind, p, fp64)
+        for config in configs:
+            check_block_sizes(kind, p, config.kwargs)
+        _TUNED[k] = parallel_compile_autotune(configs=configs, key=key)(kernel)
     return _TUNED[k]

@@ -170,7 +170,7 @@ def test_kernel_resources_knows_every_integer_argument():
     pytest.importorskip("triton.backends.nvidia")
     module = load_script("kernel_resources")
     kernels = [module._kan_fwd_kernel, module._kan_bwd_dx_kernel, module._kan_bwd_dw_kernel]
-    kernels += [getattr(module.kan_chunked, n) for n in ("_kan_expand_kernel", "_kan_dx_reduce_kernel",
+    kernels += [getattr(module.chunked, n) for n in ("_kan_expand_kernel", "_kan_dx_reduce_kernel",
                                                          "_kan_pack_kernel", "_kan_unpack_kernel")]  # fmt: skip
     for kernel in kernels:
         params = inspect.signature(kernel.fn).parameters.values()

@@ -54,8 +54,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.compiler.compiler import make_backend
 from efficient_kan.kernels import _basis, _config
-from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel
-from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel
+from efficient_kan.kernels.fused import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel, _kan_fwd_kernel
 
 assert _basis._INTERPRET.value is False, _basis._INTERPRET
 fp32_ptrs = {"g_ptr", "sw_ptr", "sc_ptr", "bw_ptr", "b_ptr", "dsw_ptr", "dsc_ptr", "dbw_ptr", "db_ptr"}

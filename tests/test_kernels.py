@@ -130,7 +130,7 @@ def test_forward_split_over_features(monkeypatch, n, i, o, g, k, split, dtype):
     """The fused forward's feature-sliced form (small batches on a GPU), forced on CPU."""
     import importlib
 
-    fwd_module = importlib.import_module("efficient_kan.kernels.kan_fwd")  # the module, not the function
+    fwd_module = importlib.import_module("efficient_kan.kernels.fused")
     configure(strategy="fused")  # the strategy fixture restores the settings
     monkeypatch.setattr(fwd_module, "fwd_split_count", lambda *a: split)
     x, grid, params = make_case(n, i, o, g, k, dtype=dtype, seed=split)
@@ -171,10 +171,10 @@ def test_weight_gradient_split_over_batch(monkeypatch):
     included), forced on CPU; slices past the batch contribute zero."""
     import importlib
 
-    bwd_module = importlib.import_module("efficient_kan.kernels.kan_bwd")
+    bwd_module = importlib.import_module("efficient_kan.kernels.fused")
     configure(strategy="fused")  # the strategy fixture restores the settings
     for split in (2, 5):
-        monkeypatch.setattr(bwd_module, "_split_count", lambda *a, split=split: split)
+        monkeypatch.setattr(bwd_module, "dw_split_count", lambda *a, split=split: split)
         x, grid, params = make_case(150, 6, 5, 5, 3, seed=split)
         compare(x, grid, params, 3)
 
@@ -421,14 +421,13 @@ def test_autotune_keys_name_kernel_arguments(strategy):
     launches that compile differently share one tuned config."""
     import importlib
 
-    kan_fwd = importlib.import_module("efficient_kan.kernels.kan_fwd")  # the package exports
-    kan_bwd = importlib.import_module("efficient_kan.kernels.kan_bwd")  # functions of these names
+    fused = importlib.import_module("efficient_kan.kernels.fused")
     if strategy != "fused":
         pytest.skip("the chunked kernels are not autotuned")
     for key, kernel in (
-        (kan_fwd._FWD_KEY, kan_fwd._kan_fwd_kernel),
-        (kan_bwd._DX_KEY, kan_bwd._kan_bwd_dx_kernel),
-        (kan_bwd._DW_KEY, kan_bwd._kan_bwd_dw_kernel),
+        (fused._FWD_KEY, fused._kan_fwd_kernel),
+        (fused._DX_KEY, fused._kan_bwd_dx_kernel),
+        (fused._DW_KEY, fused._kan_bwd_dw_kernel),
     ):
         missing = set(key) - set(kernel.arg_names)
         assert not missing, (kernel.fn.__name__, missing)
@@ -603,9 +602,8 @@ def test_torch_compile_inductor_autocast_cuda():
 _AOT_SCRIPT = """
 import sys
 import triton
-from efficient_kan.kernels import _config, kan_chunked
-from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel
-from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel
+from efficient_kan.kernels import _config, chunked
+from efficient_kan.kernels.fused import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel, _kan_fwd_kernel
 
 sys.path.insert(0, sys.argv[2])  # tools/: kernel_resources.compile_one builds the signature
 from kernel_resources import compile_one
@@ -629,18 +627,18 @@ if sys.argv[1] == "fused":
                          PRECISION="ieee", **cfg.kwargs)  # fmt: skip
             kernels.append((f"fwd G{g}K{k} {cfg.kwargs}", _kan_fwd_kernel, extra, cfg.num_warps, cfg.num_stages))
 else:
-    wi, wo = kan_chunked._weight_blocks()
+    wi, wo = chunked._weight_blocks()
     kernels = [
-        ("pack", kan_chunked._kan_pack_kernel, dict(K=3, NK=12, NB=8, P=16, BLOCK_I=wi, BLOCK_O=wo), 4, 1),
-        ("unpack", kan_chunked._kan_unpack_kernel, dict(K=3, NK=12, NB=8, P=16, BLOCK_I=wi, BLOCK_O=wo), 4, 1),
+        ("pack", chunked._kan_pack_kernel, dict(K=3, NK=12, NB=8, P=16, BLOCK_I=wi, BLOCK_O=wo), 4, 1),
+        ("unpack", chunked._kan_unpack_kernel, dict(K=3, NK=12, NB=8, P=16, BLOCK_I=wi, BLOCK_O=wo), 4, 1),
     ]
     for k, g in ((3, 5), (3, 20), (5, 64)):
         nb, nk = g + k, g + 2 * k + 1
         p = _config.next_pow2(nb + 1)
-        bm, bi, warps = kan_chunked._tile_blocks(p)
+        bm, bi, warps = chunked._tile_blocks(p)
         tile = dict(K=k, NK=nk, NB=nb, P=p, LOG_NK=(nk - 1).bit_length(), BLOCK_M=bm, BLOCK_I=bi)
-        kernels.append((f"expand G{g}K{k}", kan_chunked._kan_expand_kernel, tile, warps, 1))
-        kernels.append((f"dx_reduce G{g}K{k}", kan_chunked._kan_dx_reduce_kernel, tile, warps, 1))
+        kernels.append((f"expand G{g}K{k}", chunked._kan_expand_kernel, tile, warps, 1))
+        kernels.append((f"dx_reduce G{g}K{k}", chunked._kan_dx_reduce_kernel, tile, warps, 1))
 for kind, fn, extra, num_warps, num_stages in kernels:
     # Generic compile (no launch specialization): the worst case for registers and shared memory.
     r = compile_one(fn, {**consts0, **extra}, num_warps, num_stages, "bf16")
@@ -674,3 +672,19 @@ def test_kernels_compile_for_sm90(strategy):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+def test_every_gpu_config_keeps_the_block_size_rules():
+    """Every autotuning candidate of the fused kernels keeps ``check_block_sizes`` (what the
+    kernels' ``tl.static_assert``s demand), and a config that breaks a rule is refused by name."""
+    from efficient_kan.kernels import _config
+
+    for kind in ("fwd", "dx", "dw"):
+        for p in (0, 32, 64, 128):
+            for fp64 in (False, True):
+                for cfg in _config._configs_gpu(kind, p, fp64):
+                    _config.check_block_sizes(kind, p, cfg.kwargs)
+    with pytest.raises(ValueError, match="must divide BLOCK_I"):
+        _config.check_block_sizes("fwd", 0, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": 16, "SUB_I": 3})
+    with pytest.raises(ValueError, match=r"BLOCK_I \* P must be >= 16"):
+        _config.check_block_sizes("dw", 0, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_I": 8})

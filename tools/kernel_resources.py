@@ -32,9 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import triton  # noqa: E402
-from efficient_kan.kernels import _config, kan_chunked  # noqa: E402
-from efficient_kan.kernels.kan_bwd import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel  # noqa: E402
-from efficient_kan.kernels.kan_fwd import _kan_fwd_kernel  # noqa: E402
+from efficient_kan.kernels import _config, chunked  # noqa: E402
+from efficient_kan.kernels.fused import _kan_bwd_dw_kernel, _kan_bwd_dx_kernel, _kan_fwd_kernel  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -150,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cdt = triton.language.float64 if args.dtype == "fp64" else triton.language.float32
     fused = {"fwd": _kan_fwd_kernel, "dx": _kan_bwd_dx_kernel, "dw": _kan_bwd_dw_kernel}
-    chunked = {
-        "expand": kan_chunked._kan_expand_kernel,
-        "dx_reduce": kan_chunked._kan_dx_reduce_kernel,
-        "pack": kan_chunked._kan_pack_kernel,
-        "unpack": kan_chunked._kan_unpack_kernel,
+    chunked_kernels = {
+        "expand": chunked._kan_expand_kernel,
+        "dx_reduce": chunked._kan_dx_reduce_kernel,
+        "pack": chunked._kan_pack_kernel,
+        "unpack": chunked._kan_unpack_kernel,
     }
     print(f"{'kernel':10s} {'shape':6s} {'config':44s} {'regs':>5s} {'stack':>6s} {'shared':>7s}")
     for shape in args.shapes:
@@ -173,13 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 p = _config.next_pow2(nb + 1)
                 if kind in ("pack", "unpack"):
-                    bi, bo = kan_chunked._weight_blocks()
+                    bi, bo = chunked._weight_blocks()
                     cfgs = [(dict(BLOCK_I=bi, BLOCK_O=bo), 4, 1)]
                 else:
-                    bm, bi, warps = kan_chunked._tile_blocks(p)
+                    bm, bi, warps = chunked._tile_blocks(p)
                     cfgs = [(dict(BLOCK_M=bm, BLOCK_I=bi), warps, 1)]
                 extra = dict(P=p)
-                fn = chunked[kind]
+                fn = chunked_kernels[kind]
             for kwargs, warps, stages in cfgs:
                 desc = " ".join(f"{k[6:] if k.startswith('BLOCK_') else k}={v}" for k, v in kwargs.items())
                 desc += f" w{warps} s{stages}"

@@ -1,6 +1,6 @@
 """The chunked strategy: Triton writes the expanded input a slice at a time, cuBLAS multiplies it.
 
-The fused kernels (``kan_fwd``, ``kan_bwd``) rebuild the basis for every ``BLOCK_N`` slice of the
+The fused kernels (``fused.py``) rebuild the basis for every ``BLOCK_N`` slice of the
 output, in series with the tensor cores. At large batch and width that prologue, not the product,
 sets the time. This strategy moves the product to cuBLAS and keeps the basis out of memory in all
 but one bounded slice:
@@ -33,8 +33,7 @@ import triton
 import triton.language as tl
 
 from ._basis import _act, _act_grad, _basis_tile, _cast
-from ._config import interpreting, next_pow2
-from .kan_fwd import compute_tl_dtype
+from ._config import acc_dtype, compute_tl_dtype, geometry, interpreting, strides_or_zeros
 
 __all__ = ["chunked_fwd", "chunked_bwd"]
 
@@ -232,13 +231,6 @@ def _kan_unpack_kernel(
 # Launchers.
 
 
-def _geometry(grid: torch.Tensor, spline_order: int) -> tuple[int, int, int, int]:
-    """``(NK, NB, P, LOG_NK)``: knots, bases per feature, register lanes (``NB + 1`` padded)."""
-    nk = grid.shape[1]
-    nb = nk - 1 - spline_order
-    return nk, nb, next_pow2(nb + 1), max(1, (nk - 1).bit_length())
-
-
 def _tile_blocks(p: int) -> tuple[int, int, int]:
     """``(BLOCK_M, BLOCK_I, num_warps)`` for the elementwise kernels. On a GPU about 2K lanes per
     program: ~80 registers per thread in sm_90 compiles (benchmarks/kernel_resources.py; 8K lanes
@@ -252,11 +244,11 @@ def _tile_blocks(p: int) -> tuple[int, int, int]:
 def _expand(x: torch.Tensor, grid: torch.Tensor, out: torch.Tensor, spline_order: int, act: int) -> None:
     """Write ``A(x)`` (``x`` is ``(M, I)``, ``grid`` its ``(I, NK)`` knots) into ``out`` ``(M, I*(NB+1))``."""
     m, n_in = x.shape
-    nk, nb, p, log_nk = _geometry(grid, spline_order)
-    bm, bi, warps = _tile_blocks(p)
+    geo = geometry(grid, spline_order, act_lane=True)
+    bm, bi, warps = _tile_blocks(geo.p)
     _kan_expand_kernel[(triton.cdiv(m, bm), triton.cdiv(n_in, bi))](
         x, grid, out, m, n_in, x.stride(0), x.stride(1), grid.stride(0), grid.stride(1), out.stride(0),
-        K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act, CDT=compute_tl_dtype(x.dtype),
+        **geo.meta(), ACT=act, CDT=compute_tl_dtype(x.dtype),
         BLOCK_M=bm, BLOCK_I=bi, num_warps=warps,
     )  # fmt: skip
 
@@ -265,22 +257,18 @@ def _dx_reduce(
     da: torch.Tensor, x: torch.Tensor, grid: torch.Tensor, dx: torch.Tensor, spline_order: int, act: int
 ) -> None:
     m, n_in = x.shape
-    nk, nb, p, log_nk = _geometry(grid, spline_order)
-    bm, bi, warps = _tile_blocks(p)
+    geo = geometry(grid, spline_order, act_lane=True)
+    bm, bi, warps = _tile_blocks(geo.p)
     _kan_dx_reduce_kernel[(triton.cdiv(m, bm), triton.cdiv(n_in, bi))](
         da, x, grid, dx, m, n_in, da.stride(0), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
         dx.stride(0), dx.stride(1),
-        K=spline_order, NK=nk, NB=nb, P=p, LOG_NK=log_nk, ACT=act, CDT=compute_tl_dtype(x.dtype),
+        **geo.meta(), ACT=act, CDT=compute_tl_dtype(x.dtype),
         BLOCK_M=bm, BLOCK_I=bi, num_warps=warps,
     )  # fmt: skip
 
 
 def _weight_blocks() -> tuple[int, int]:
     return (4, 16) if interpreting() else (8, 128)
-
-
-def _sc_strides(spline_scaler: torch.Tensor | None) -> tuple[int, int]:
-    return (spline_scaler.stride(0), spline_scaler.stride(1)) if spline_scaler is not None else (0, 0)
 
 
 def pack_weights(
@@ -299,7 +287,7 @@ def pack_weights(
     acc = torch.float64 if torch.float64 in (dtype, spline_weight.dtype) else torch.float32
     _kan_pack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
         spline_weight, sc, base_weight, wt, n_in, n_out,
-        *spline_weight.stride(), *_sc_strides(spline_scaler), base_weight.stride(0), base_weight.stride(1),
+        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2), base_weight.stride(0), base_weight.stride(1),
         NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(acc), BLOCK_I=bi, BLOCK_O=bo,
     )  # fmt: skip
     return wt
@@ -325,7 +313,7 @@ def _unpack_grads(
         raise ValueError(f"d_scaler strides {dsc.stride()} differ from d_base_weight's {dbw.stride()}")
     _kan_unpack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
         dwt, spline_weight, sc, dsw, dsc if dsc is not None else dsw, dbw, n_in, n_out,
-        *spline_weight.stride(), *_sc_strides(spline_scaler), *dsw.stride(), *dbw.stride(),
+        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2), *dsw.stride(), *dbw.stride(),
         NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(dbw.dtype), BLOCK_I=bi, BLOCK_O=bo,
     )  # fmt: skip
 
@@ -387,7 +375,7 @@ def chunked_bwd(
     the operand dtype by its product, as ``nn.Linear``'s weight gradient is."""
     m, n_in = x.shape
     n_out, _, nb = spline_weight.shape
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = acc_dtype(x.dtype)
     dev = x.device
     dx = torch.empty((m, n_in), device=dev, dtype=x.dtype) if need_dx else None
     if m == 0 or n_out == 0 or n_in == 0 or not (need_dx or need_dw):
