@@ -127,7 +127,15 @@ def test_output_folder_rules(fresh_root, tmp_path):
 
 # The Python benchmark scripts with a command line (bench_cpu_layer.py is a pytest-benchmark file:
 # its options are pytest-benchmark's, and it writes no files unless asked, see its docstring).
-SCRIPTS = ("bench_layer", "compile_only", "host_overhead", "kernel_resources", "mnist_table", "profile_layer")
+SCRIPTS = (
+    "bench_layer",
+    "compile_only",
+    "host_overhead",
+    "kernel_resources",
+    "mnist_table",
+    "profile_layer",
+    "vision_table",
+)
 
 
 def test_every_benchmark_script_is_covered():
