@@ -61,9 +61,9 @@ def test_one_rule_for_flags_and_configs_built_in_code(capsys, field, value, frag
 @pytest.mark.parametrize(
     "arch, place, expected",
     [
-        ("cnn", "head", ["classifier.2"]),
-        ("cnn", "mlp-blocks", ["classifier.0"]),
-        ("cnn", "all", ["classifier.0", "classifier.2"]),
+        ("cnn", "head", ["head"]),
+        ("cnn", "mlp-blocks", ["mlp.0"]),
+        ("cnn", "all", ["mlp.0", "head"]),
         ("vit", "head", ["1.heads.head"]),
         (
             "vit",

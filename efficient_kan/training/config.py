@@ -107,8 +107,8 @@ class TrainConfig:
     )
     kan: str = opt(
         "none",
-        "cnn/vit: which linears become KAN layers (head = final classifier, mlp-blocks = hidden "
-        "MLP linears, all = every linear)",
+        "cnn/vit: which linears become KAN layers (head = final classifier linear, mlp-blocks = "
+        "hidden MLP linears, all = both)",
         group="model",
         choices=KAN_PLACES,
     )

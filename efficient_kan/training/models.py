@@ -51,11 +51,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks, then a classifier MLP ``Linear(512, hidden) -> ReLU -> Linear(hidden, 10)``.
+    """Two conv blocks, then ``mlp`` (``Linear(512, hidden) -> ReLU``) and ``head`` (``Linear(hidden, 10)``).
 
     Takes flattened rows (as :class:`~efficient_kan.data.ImageData` holds them) of ``image_shape``.
     The features are pooled to 32 channels x 4 x 4 for any input size, so the classifier (the part
-    ``--kan`` converts) has the same shape for 28x28 and 32x32 images.
+    ``--kan`` converts) has the same shape for 28x28 and 32x32 images. The names ``mlp`` and ``head``
+    are those ``kanify``'s presets recognise (a module named ``mlp``; the last linear).
     """
 
     def __init__(self, image_shape: tuple[int, int, int], hidden: int = 64, num_classes: int = 10):
@@ -71,10 +72,11 @@ class SmallCNN(nn.Module):
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
         )
-        self.classifier = nn.Sequential(nn.Linear(32 * 16, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.mlp = nn.Sequential(nn.Linear(32 * 16, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x):
-        return self.classifier(self.features(x))
+        return self.head(self.mlp(self.features(x)))
 
 
 def small_vit(image_shape: tuple[int, int, int], hidden: int = 128, num_classes: int = 10) -> nn.Module:
@@ -99,12 +101,15 @@ def small_vit(image_shape: tuple[int, int, int], hidden: int = 128, num_classes:
 def kan_filter(place: str, model: nn.Module) -> Callable[[nn.Module, str], bool]:
     """The ``kanify`` filter for ``--kan place`` on a :class:`SmallCNN` or :func:`small_vit` model.
 
-    - ``head``: the final classifier linear only (the CNN's ``classifier`` last linear, the
-      ViT's ``heads.head``).
+    - ``head``: the final classifier linear only (the last ``nn.Linear`` registered: the CNN's
+      ``head``, the ViT's ``heads.head``).
     - ``mlp-blocks``: the hidden MLP linears: both linears of every torchvision ``MLPBlock`` in
-      the ViT, the CNN's ``classifier`` linears except the last.
+      the ViT, the linear of the CNN's ``mlp``.
     - ``all``: every ``nn.Linear`` except ``MultiheadAttention.out_proj`` (attention reads its
       weight directly, so ``kanify`` cannot replace it): for these two models, head + mlp-blocks.
+
+    For these two models ``head`` and ``mlp-blocks`` select what ``kanify``'s filter presets of
+    the same names select, where kanify has them; this function is the one place to swap for them.
     """
     from torchvision.models.vision_transformer import MLPBlock
 
@@ -116,7 +121,7 @@ def kan_filter(place: str, model: nn.Module) -> Callable[[nn.Module, str], bool]
         for child, m in block.named_modules()
         if isinstance(m, nn.Linear)
     }
-    cnn_hidden = {n for n in linears if ".classifier." in f".{n}" and n != linears[-1]}
+    cnn_hidden = {n for n in linears if isinstance(model, SmallCNN) and n.startswith("mlp.")}
     head = {linears[-1]}
     chosen = {
         "head": head,
