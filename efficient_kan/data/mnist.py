@@ -1,7 +1,7 @@
 """MNIST-like datasets (and CIFAR-10) as whole tensors: flattened, normalised images and labels.
 
 Files are found on disk (several layouts), else downloaded with torchvision; ``"auto"`` falls back
-to the bundled 5,000-digit subset. See the README's "Training" section and :func:`load_dataset`.
+to the bundled 5,000-digit subset. See README.md (Quick start) and :func:`load_dataset`.
 """
 
 from __future__ import annotations

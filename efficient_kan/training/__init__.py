@@ -1,4 +1,4 @@
-"""One training engine for ``train_mnist.py`` and the vision runs (see the README's "Training").
+"""One training engine for ``train_mnist.py`` and the vision runs (README.md, Quick start).
 
 ``run(TrainConfig(...))`` trains a KAN/MLP stack, a small CNN or a small ViT (``--kan`` choosing
 which linears are KAN layers) on data held as whole tensors, under ``torchrun`` too, and returns
