@@ -233,7 +233,7 @@ def _kan_unpack_kernel(
 
 def _tile_blocks(p: int) -> tuple[int, int, int]:
     """``(BLOCK_M, BLOCK_I, num_warps)`` for the elementwise kernels. On a GPU about 2K lanes per
-    program: ~80 registers per thread in sm_90 compiles (benchmarks/kernel_resources.py; 8K lanes
+    program: ~80 registers per thread in sm_90 compiles (tools/kernel_resources.py; 8K lanes
     took 255), so many programs share an SM, which this memory-bound work needs. Small under the
     interpreter so CPU tests cross block edges."""
     if interpreting():

@@ -137,7 +137,15 @@ def test_output_folder_rules(fresh_root, tmp_path):
 # The Python benchmark scripts (benchmarks/) and device-session tools (tools/) with a command line
 # (bench_cpu_layer.py is a pytest-benchmark file: its options are pytest-benchmark's, and it writes
 # no files unless asked, see its docstring).
-SCRIPTS = ("bench_layer", "compile_only", "host_overhead", "kernel_resources", "mnist_table", "profile_layer")
+SCRIPTS = (
+    "bench_layer",
+    "compile_only",
+    "host_overhead",
+    "kernel_resources",
+    "mnist_table",
+    "profile_layer",
+    "vision_table",
+)
 TOOLS = ("compile_only", "host_overhead", "kernel_resources")
 
 

@@ -1,4 +1,4 @@
-"""Datasets for the MNIST examples and benchmarks, loaded as whole tensors (see :mod:`.mnist`)."""
+"""Datasets for the training engine and benchmarks, loaded as whole tensors (see :mod:`.mnist`)."""
 
 from .mnist import (
     DATASETS,
@@ -8,6 +8,7 @@ from .mnist import (
     bundled_path,
     find_idx_files,
     load_bundled,
+    load_cifar10,
     load_dataset,
     load_idx_dataset,
     read_idx,
@@ -21,6 +22,7 @@ __all__ = [
     "bundled_path",
     "find_idx_files",
     "load_bundled",
+    "load_cifar10",
     "load_dataset",
     "load_idx_dataset",
     "read_idx",

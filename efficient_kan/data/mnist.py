@@ -1,20 +1,7 @@
-"""MNIST-like datasets as whole tensors: MNIST, Fashion-MNIST and the bundled 5,000-digit subset.
+"""MNIST-like datasets (and CIFAR-10) as whole tensors: flattened, normalised images and labels.
 
-Every loader returns a :class:`ImageData`: flattened ``(N, 784)`` float32 images, normalised with
-the dataset's usual mean and standard deviation (MNIST 0.1307/0.3081, Fashion-MNIST 0.2860/0.3530),
-and int64 labels, for a train and a test split. Hold them on the device once and index batches out
-of them: no per-sample PIL transforms, no ``DataLoader`` workers.
-
-Where the files come from, in order:
-
-1. IDX files already on disk (``train-images-idx3-ubyte[.gz]`` and its three siblings) in
-   ``data_dir``, in torchvision's layout below it (``data_dir/MNIST/raw``,
-   ``data_dir/FashionMNIST/raw``), in ``data_dir/mnist`` or ``data_dir/fashion-mnist``, and for
-   Fashion-MNIST in ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
-2. A download through ``torchvision.datasets`` into ``data_dir`` (if ``download=True``).
-3. For ``name="auto"`` only: the bundled subset ``mnist_5k.csv.gz`` (5,000 real MNIST digits shipped
-   in this package, see ``README.md`` here), with one line saying so. A dataset named explicitly
-   never falls back: :class:`DatasetUnavailable` says how to provide the files.
+Files are found on disk (several layouts), else downloaded with torchvision; ``"auto"`` falls back
+to the bundled 5,000-digit subset. See README.md (Quick start) and :func:`load_dataset`.
 """
 
 from __future__ import annotations
@@ -40,13 +27,14 @@ __all__ = [
     "bundled_path",
     "find_idx_files",
     "load_bundled",
+    "load_cifar10",
     "load_dataset",
     "load_idx_dataset",
     "read_idx",
 ]
 
 #: Names accepted by :func:`load_dataset`. ``"auto"`` is MNIST, falling back to ``"mnist-5k"``.
-DATASETS = ("auto", "mnist", "fashion-mnist", "mnist-5k")
+DATASETS = ("auto", "mnist", "fashion-mnist", "mnist-5k", "cifar10")
 
 #: (mean, std) of the training pixels in [0, 1], as used by the usual examples.
 STATS: dict[str, tuple[float, float]] = {
@@ -65,7 +53,12 @@ _IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-_PRETTY = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "mnist-5k": "the bundled MNIST subset"}
+_PRETTY = {
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "mnist-5k": "the bundled MNIST subset",
+    "cifar10": "CIFAR-10",
+}
 _BUNDLED_TEST_EVERY = 5  # per class, every 5th digit is a test digit: 400 train / 100 test per class
 
 
@@ -80,8 +73,9 @@ class ImageData:
     Attributes:
         name: ``"mnist"``, ``"fashion-mnist"`` or ``"mnist-5k"``.
         source: where the data came from (a folder, ``"download"`` or the bundled file).
-        x_train, x_test: ``(N, 784)`` float32, normalised with ``mean``/``std``.
+        x_train, x_test: ``(N, C*H*W)`` float32, normalised with ``mean``/``std``.
         y_train, y_test: ``(N,)`` int64 class labels in ``0..9``.
+        image_shape: ``(C, H, W)`` of one flattened row (``(1, 28, 28)`` for the MNIST family).
     """
 
     name: str
@@ -92,6 +86,7 @@ class ImageData:
     y_test: torch.Tensor
     mean: float
     std: float
+    image_shape: tuple[int, int, int] = (1, 28, 28)
 
     @property
     def num_features(self) -> int:
@@ -289,6 +284,49 @@ def load_bundled() -> ImageData:
     )
 
 
+# ----------------------------------------------------------------------------------------- CIFAR-10
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+def load_cifar10(data_dir: str | os.PathLike) -> ImageData:
+    """CIFAR-10 from torchvision's python-pickle files in ``data_dir/cifar-10-batches-py``.
+
+    Never downloads (the archive is 170 MB): the message says where the files must be. Pixels are
+    normalised with the mean and standard deviation of this copy's training split.
+    """
+    data_dir = Path(data_dir)
+    if not (data_dir / CIFAR10_FOLDER / "data_batch_1").is_file():
+        raise DatasetUnavailable(
+            f"CIFAR-10 is not under {data_dir}: put torchvision's {CIFAR10_FOLDER}/ folder (from "
+            f"cifar-10-python.tar.gz) in {data_dir}, e.g. once online with "
+            f"torchvision.datasets.CIFAR10({str(data_dir)!r}, download=True)"
+        )
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError as err:
+        raise DatasetUnavailable(f"CIFAR-10 needs torchvision, which is not installed ({err})") from None
+    try:
+        splits = [CIFAR10(str(data_dir), train=train, download=False) for train in (True, False)]
+    except Exception as err:  # noqa: BLE001 - unreadable files: one line, not a traceback
+        raise DatasetUnavailable(f"cannot read CIFAR-10 under {data_dir}: {err}") from None
+    # (N, 32, 32, 3) uint8 -> (N, 3*32*32) channel-first rows, like torchvision's ToTensor.
+    rows = [
+        torch.as_tensor(d.data).permute(0, 3, 1, 2).reshape(len(d.data), -1).float() / 255 for d in splits
+    ]
+    mean, std = rows[0].mean().item(), rows[0].std().item()
+    return ImageData(
+        name="cifar10",
+        source=str(data_dir / CIFAR10_FOLDER),
+        x_train=(rows[0] - mean) / std,
+        y_train=torch.as_tensor(splits[0].targets, dtype=torch.int64),
+        x_test=(rows[1] - mean) / std,
+        y_test=torch.as_tensor(splits[1].targets, dtype=torch.int64),
+        mean=mean,
+        std=std,
+        image_shape=(3, 32, 32),
+    )
+
+
 # ------------------------------------------------------------------------------------------ entry
 def load_dataset(
     name: str = "auto",
@@ -303,7 +341,8 @@ def load_dataset(
 
     Args:
         name: ``"auto"`` (MNIST, or the bundled subset when MNIST is neither on disk nor
-            downloadable), ``"mnist"``, ``"fashion-mnist"`` or ``"mnist-5k"``.
+            downloadable), ``"mnist"``, ``"fashion-mnist"``, ``"mnist-5k"`` or ``"cifar10"``
+            (never downloaded).
         data_dir: where to look for IDX files and where downloads go.
         device: where the tensors end up.
         download: try torchvision's download when the files are not on disk.
@@ -319,6 +358,8 @@ def load_dataset(
     say = log or (lambda _msg: None)
     if name == "mnist-5k":
         return load_bundled().to(device)
+    if name == "cifar10":
+        return load_cifar10(data_dir).to(device)
 
     target = "mnist" if name == "auto" else name
     data_dir = Path(data_dir)

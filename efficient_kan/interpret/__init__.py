@@ -13,6 +13,7 @@ from .edges import (
     layer_inputs,
     node_scores,
 )
+from .fitting import create_dataset, fit, sample_regularization
 from .plot import input_importance, plot, plot_input_heatmap
 from .prune import prune, slice_layer
 from .symbolic import (
@@ -26,7 +27,6 @@ from .symbolic import (
     symbolic_formula,
     symbolic_forward,
 )
-from .training import create_dataset, fit, sample_regularization
 
 __all__ = [
     "SYMBOLIC_LIB",
