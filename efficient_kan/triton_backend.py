@@ -105,21 +105,10 @@ def choose_strategy(batch: int, n_in: int, n_out: int, dtype: torch.dtype = torc
 
 
 def _forward_impl(x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
+    args = (x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act)
     if choose_strategy(x.shape[0], x.shape[1], base_weight.shape[0], x.dtype) == "chunked":
-        return chunked_fwd(
-            x,
-            grid,
-            base_weight,
-            spline_weight,
-            spline_scaler,
-            bias,
-            spline_order,
-            act,
-            settings().chunk_bytes,
-        )
-    return kan_fwd(
-        x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act, _input_precision(x.dtype)
-    )
+        return chunked_fwd(*args, settings().chunk_bytes)
+    return kan_fwd(*args, _input_precision(x.dtype))
 
 
 def _backward_impl(
@@ -206,17 +195,8 @@ def _reference(spline_order: int, act: int):
     """The PyTorch formulation of the same layer, as a function of the six tensor arguments."""
     name = activation_name(act)
 
-    def fn(x, grid, base_weight, spline_weight, spline_scaler, bias):
-        return kan_linear_reference(
-            x,
-            grid,
-            base_weight,
-            spline_weight,
-            spline_scaler,
-            bias,
-            spline_order=spline_order,
-            base_activation=name,
-        )
+    def fn(*tensors):
+        return kan_linear_reference(*tensors, spline_order=spline_order, base_activation=name)
 
     return fn
 
@@ -243,31 +223,21 @@ class KANLinearFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, x_t, grid_t, base_weight_t, spline_weight_t, spline_scaler_t, bias_t, _order_t, _act_t):
         tangents = (x_t, grid_t, base_weight_t, spline_weight_t, spline_scaler_t, bias_t)
+        name = activation_name(ctx.act)
         return kan_linear_reference_jvp(
-            ctx.saved_tensors,
-            tangents,
-            spline_order=ctx.spline_order,
-            base_activation=activation_name(ctx.act),
+            ctx.saved_tensors, tangents, spline_order=ctx.spline_order, base_activation=name
         )
 
     @staticmethod
     def vmap(info, in_dims, x, grid, base_weight, spline_weight, spline_scaler, bias, spline_order, act):
         x_dim, weight_dims = in_dims[0], in_dims[1:6]
+        weights = (grid, base_weight, spline_weight, spline_scaler, bias)
         if x_dim is not None and all(d is None for d in weight_dims):
-            xb = x.movedim(x_dim, 0)
-            y = KANLinearFunction.apply(
-                xb.reshape(-1, xb.shape[-1]),
-                grid,
-                base_weight,
-                spline_weight,
-                spline_scaler,
-                bias,
-                spline_order,
-                act,
-            )
+            xb = x.movedim(x_dim, 0)  # (vmapped, rows, in): the vmapped rows are just more rows
+            y = KANLinearFunction.apply(xb.reshape(-1, xb.shape[-1]), *weights, spline_order, act)
             return y.reshape(xb.shape[0], xb.shape[1], y.shape[-1]), 0
         fn = torch.vmap(_reference(spline_order, act), in_dims=tuple(in_dims[:6]))
-        return fn(x, grid, base_weight, spline_weight, spline_scaler, bias), 0
+        return fn(x, *weights), 0
 
 
 # ---------------------------------------------------------------------------------------------
