@@ -152,7 +152,10 @@ class _KANLinearEager(torch.autograd.Function):
                 dsw = d_weight
             else:
                 if need[4]:
-                    dsc = torch.linalg.vecdot(d_weight, spline_weight)
+                    # A batch of tiny dot products: bmm needs no temporary of the weight's size,
+                    # which (d_weight * spline_weight).sum(-1) and vecdot allocate.
+                    dsc = torch.bmm(d_weight.view(-1, 1, n_bases), spline_weight.reshape(-1, n_bases, 1))
+                    dsc = dsc.view(n_out, n_in)
                 if need[3]:
                     dsw = d_weight.mul_(spline_scaler.unsqueeze(-1))
         if need[5]:
