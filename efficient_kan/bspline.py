@@ -17,9 +17,13 @@ itself a combination of order ``k - 1`` bases, so every derivative is exact.
 
 from __future__ import annotations
 
+import functools
+import weakref
+from fractions import Fraction
+
 import torch
 
-__all__ = ["uniform_grid", "bspline_basis", "check_grid"]
+__all__ = ["uniform_grid", "bspline_basis", "check_grid", "local_bases", "uniform_knots"]
 
 
 def uniform_grid(
@@ -134,6 +138,146 @@ def _local_bases(
     if derivs is not None:
         derivs = torch.where(keep, derivs, zero)
     return index, values, derivs
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast case for eager calls: knots that are uniform per feature (every grid until update_grid
+# moves it; update_grid with grid_eps=1 too). Span and local bases then have a closed form.
+
+
+def _fit_uniform(grid: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(inv_h, shift)`` per feature, in ``dtype``, if every feature's knots are uniform, else None.
+
+    Uniform means: each knot is within a few ``dtype`` roundings of the line through the feature's
+    first and last knots, i.e. the closed form below and the knots as stored define the same bases
+    to the precision the layer computes in. ``shift = 1 - grid[:, 0] * inv_h``, so that
+    ``x * inv_h + shift`` is one more than ``x``'s position in knot intervals.
+    """
+    if grid.shape[1] < 2:
+        return None
+    g = grid.detach().to(torch.float64)
+    lo, hi = g[:, 0], g[:, -1]
+    h = (hi - lo) / (g.shape[1] - 1)
+    steps = torch.arange(g.shape[1], device=g.device, dtype=torch.float64)
+    deviation = (g - (lo.unsqueeze(1) + steps * h.unsqueeze(1))).abs().amax(1)
+    tolerance = 4 * torch.finfo(dtype).eps * g.abs().amax(1)
+    if not bool(((deviation <= tolerance) & (h > 0)).all()):
+        return None
+    inv_h = 1.0 / h
+    return inv_h.to(dtype), (1.0 - lo * inv_h).to(dtype)
+
+
+# id(grid) -> (weak reference to grid, (data_ptr, version, dtype, shape), {compute dtype: fit})
+_UNIFORM_CACHE: dict[int, tuple[weakref.ref, tuple, dict]] = {}
+
+
+def uniform_knots(grid: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`_fit_uniform` of ``grid``, computed once per change of the grid.
+
+    A change is any in-place write through PyTorch (``update_grid``, ``copy_``,
+    ``load_state_dict``: they bump the tensor's version counter) or a new tensor; so the check
+    (one host synchronisation) runs once per grid change, not once per call. Writes through
+    ``.data``, which bypass the version counter, are not seen: change a grid with in-place ops.
+    Grids created under ``torch.inference_mode`` have no version counter and are treated as
+    non-uniform (the general algorithm, same function).
+    """
+    if grid.is_inference():
+        return None
+    key = id(grid)
+    stamp = (grid.data_ptr(), grid._version, grid.dtype, tuple(grid.shape))
+    entry = _UNIFORM_CACHE.get(key)
+    if entry is None or entry[0]() is not grid or entry[1] != stamp:
+        ref = weakref.ref(grid, lambda _ref, key=key: _UNIFORM_CACHE.pop(key, None))
+        entry = (ref, stamp, {})
+        _UNIFORM_CACHE[key] = entry
+    fits = entry[2]
+    if dtype not in fits:
+        fits[dtype] = _fit_uniform(grid, dtype)
+    return fits[dtype]
+
+
+@functools.cache
+def _uniform_polynomials(k: int) -> tuple[tuple[tuple[Fraction, ...], ...], ...]:
+    """Coefficients of the ``k + 1`` non-zero bases on unit knots as polynomials in ``t``.
+
+    ``result[r][p]`` is the coefficient of ``t**p`` in basis ``span - k + r`` at
+    ``x = knot[span] + t * h``, ``0 <= t < 1``. Derived, exactly, by running the recursion of
+    :func:`_local_bases` on polynomials: with unit spacing ``left[p] = t + k - 1 - p``,
+    ``right[p] = 1 + p - t`` and every level-``j`` denominator is ``j``.
+    """
+
+    def add(a, b):
+        n = max(len(a), len(b))
+        return [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(n)]
+
+    def times_linear(a, c0, c1):  # a * (c0 + c1 t)
+        return add([c0 * v for v in a] + [Fraction(0)], [Fraction(0)] + [c1 * v for v in a])
+
+    values = [[Fraction(1)]]
+    for j in range(1, k + 1):
+        temp = [[v / j for v in poly] for poly in values]
+        new = [[Fraction(0)] for _ in range(j + 1)]
+        for q in range(j):
+            new[q] = add(new[q], times_linear(temp[q], Fraction(1 + q), Fraction(-1)))  # right[q]
+            new[q + 1] = add(new[q + 1], times_linear(temp[q], Fraction(j - 1 - q), Fraction(1)))  # left
+        values = new
+    return tuple(tuple(poly + [Fraction(0)] * (k + 1 - len(poly))) for poly in values)
+
+
+@functools.lru_cache(maxsize=64)
+def _uniform_horner(k: int, with_derivative: bool, dtype: torch.dtype, device: torch.device):
+    """The closed form's coefficients for Horner's scheme, highest power first.
+
+    ``coefficients[p]`` has shape ``(L, 1, 1)``: the ``t**(k - p)`` coefficient of each lane's
+    value (lanes ``0..k``) and, with derivatives, of its ``d/dt`` (lanes ``k+1..2k+1``).
+    """
+    poly = _uniform_polynomials(k)
+    rows = [list(poly[r]) for r in range(k + 1)]
+    if with_derivative:
+        rows += [[(p + 1) * poly[r][p + 1] for p in range(k)] + [Fraction(0)] for r in range(k + 1)]
+    table = torch.tensor([[float(c) for c in row] for row in rows], dtype=dtype, device=device)
+    return tuple(table[:, p].contiguous().view(-1, 1, 1) for p in range(k, -1, -1))
+
+
+def _uniform_local_bases(
+    x: torch.Tensor, inv_h: torch.Tensor, shift: torch.Tensor, n_knots: int, k: int, with_derivative: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`_local_bases` on uniform knots: span by a floor, values by a polynomial in ``t``."""
+    n_bases = n_knots - 1 - k
+    # u = 1 + (x - grid[:, 0]) / h, clamped to [0, n_knots] (NaN to 0): s1 = floor(u) is the span
+    # plus one; 0 and n_knots stand for everything outside the grid, whose lanes all fall out of
+    # range below.
+    u = torch.addcmul(shift, x, inv_h).nan_to_num_(nan=0.0).clamp_(0, n_knots)
+    t = torch.frac(u)  # u >= 0: u - floor(u)
+    first = u.to(torch.int64) + torch.arange(-1 - k, 0, device=x.device).view(-1, 1, 1)  # (K+1, N, I)
+    index = first.clamp(0, n_bases - 1)
+    keep = index == first
+    coefficients = _uniform_horner(k, with_derivative, x.dtype, x.device)
+    local = torch.addcmul(coefficients[1], coefficients[0], t)
+    for c in coefficients[2:]:
+        local = torch.addcmul(c, local, t)
+    zero = local.new_zeros(())
+    values = torch.where(keep, local[: k + 1], zero)
+    derivs = torch.where(keep, local[k + 1 :], zero).mul_(inv_h) if with_derivative else None
+    return index, values, derivs
+
+
+def local_bases(
+    x: torch.Tensor, grid: torch.Tensor, spline_order: int, with_derivative: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`_local_bases` of 2-D ``x`` for eager calls, with the closed form on uniform knots.
+
+    Same results and layout (``(K + 1, N, I)``, in the compute dtype): uniform knots (see
+    :func:`uniform_knots`) take a floor for the span and a polynomial in the position within it
+    for the values; other grids the search and de Boor's scheme. Uses a Python-side cache keyed
+    on the grid, so it is for eager code, not for tracing.
+    """
+    compute_dtype = _compute_dtype(x, grid)
+    xc = x.to(compute_dtype)
+    fit = uniform_knots(grid, compute_dtype) if spline_order >= 1 else None
+    if fit is not None:
+        return _uniform_local_bases(xc, fit[0], fit[1], grid.shape[1], spline_order, with_derivative)
+    return _local_bases(xc, grid.to(compute_dtype), spline_order, with_derivative)
 
 
 def _pad_lanes(t: torch.Tensor, before: int, after: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .activations import Activation, activation_fn, kernel_code
+from .eager import eager_path_applies, kan_linear_eager
 from .reference import kan_linear_reference
 from .settings import BACKENDS, settings
 
@@ -96,7 +97,14 @@ def kan_linear(
         impl = kan_linear_triton
     else:
         activation_fn(base_activation)  # an unknown name raises here, before any work
-        impl = kan_linear_reference
+        weights = (base_weight, spline_weight, spline_scaler, bias)
+        # Plain eager CPU calls take the one-Function fast case; transforms, tracing and the rest
+        # the reference (same function).
+        impl = (
+            kan_linear_eager
+            if eager_path_applies(x, grid, weights, base_activation)
+            else kan_linear_reference
+        )
     return impl(
         x,
         grid,

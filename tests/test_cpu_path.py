@@ -1,0 +1,214 @@
+"""The PyTorch path's eager fast case (efficient_kan/eager.py) and its closed form on uniform knots.
+
+The fast case must compute the reference's function exactly (float64 to rounding), on uniform
+grids (closed form) and on the non-uniform grids update_grid makes (de Boor), with every
+derivative the reference has; and it must step aside wherever the reference's rules are needed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd import forward_ad
+
+from efficient_kan import KANLinear, kan_linear
+from efficient_kan.bspline import _uniform_polynomials, local_bases, uniform_grid, uniform_knots
+from efficient_kan.eager import eager_path_applies
+from efficient_kan.reference import kan_linear_reference
+
+from .test_layer import per_edge_oracle, perturbed_grid, random_layer
+from .utils import assert_close
+
+
+def _uniform_layer(i, o, *, grid_range=(-1.0, 1.0), dtype=torch.float64, **kw) -> KANLinear:
+    layer = random_layer(i, o, **kw) if dtype == torch.float64 else KANLinear(i, o, dtype=dtype, **kw)
+    with torch.no_grad():  # knots uniform to float64 precision (the constructor rounds them to fp32)
+        layer.grid.copy_(
+            uniform_grid(i, layer.grid_size, layer.spline_order, grid_range, dtype=torch.float64)
+        )
+    return layer
+
+
+def _inputs(layer: KANLinear, n: int = 40, seed: int = 0) -> torch.Tensor:
+    """Inside, at knots, at both ends, outside the grid, and non-finite."""
+    gen = torch.Generator().manual_seed(seed)
+    g = layer.grid.double()
+    lo, hi = g[:, 0], g[:, -1]
+    span = hi - lo
+    x = lo + (torch.rand(n, layer.in_features, generator=gen, dtype=torch.float64) * 1.4 - 0.2) * span
+    x[0] = g[:, 0]  # first knot: inside
+    x[1] = g[:, -1]  # last knot: outside
+    x[2] = g[:, g.shape[1] // 2]  # an interior knot
+    x[3] = torch.nextafter(g[:, -1], g[:, 0])  # just inside the end
+    x[4, 0], x[4, -1] = float("nan"), float("inf")
+    return x.to(layer.grid.dtype if layer.grid.dtype != torch.float32 else torch.float32)
+
+
+def test_uniform_polynomials_are_the_cubic_b_spline_pieces():
+    third = [[f"{c}" for c in piece] for piece in _uniform_polynomials(3)]
+    assert third == [
+        ["1/6", "-1/2", "1/2", "-1/6"],
+        ["2/3", "0", "-1", "1/2"],
+        ["1/6", "1/2", "1/2", "-1/2"],
+        ["0", "0", "0", "1/6"],
+    ]
+
+
+@pytest.mark.parametrize("grid_size,spline_order", [(1, 1), (3, 2), (5, 3), (4, 5), (20, 3)], ids=str)
+@pytest.mark.parametrize("bias,scaler,act", [(True, True, nn.SiLU), (False, False, nn.Identity)])
+def test_uniform_closed_form_matches_per_edge_oracle(grid_size, spline_order, bias, scaler, act):
+    layer = _uniform_layer(
+        3, 2, grid_size=grid_size, spline_order=spline_order, bias=bias,
+        enable_standalone_scale_spline=scaler, base_activation=act, grid_range=(-1.5, 0.5),
+    )  # fmt: skip
+    assert uniform_knots(layer.grid, torch.float64) is not None
+    x = _inputs(layer)
+    assert eager_path_applies(x, layer.grid, (layer.base_weight,), "silu")
+    assert_close(layer(x), per_edge_oracle(layer, x), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+@pytest.mark.parametrize("spline_order", [0, 1, 3, 5])
+def test_fast_case_equals_reference_values_and_gradients(uniform, spline_order):
+    layer = _uniform_layer(5, 4, grid_size=4, spline_order=spline_order)
+    if not uniform:
+        perturbed_grid(layer)
+    assert (uniform_knots(layer.grid, torch.float64) is not None) == (uniform and spline_order >= 1) or (
+        spline_order == 0
+    )
+    x = _inputs(layer)[5:]  # finite rows: gradients compared exactly
+    args = (layer.grid, layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = kan_linear(xa, *args, spline_order=spline_order)
+    yb = kan_linear_reference(xb, *args, spline_order=spline_order)
+    assert eager_path_applies(xa, layer.grid, args[1:], "silu")
+    assert_close(ya, yb, atol=1e-12, rtol=1e-12)
+    w = torch.randn_like(ya)
+    params = [xa, *layer.parameters()]
+    ga = torch.autograd.grad(ya, params, w)
+    gb = torch.autograd.grad(yb, [xb, *layer.parameters()], w)
+    for name, a, b in zip(["x", *(n for n, _ in layer.named_parameters())], ga, gb, strict=True):
+        assert_close(a, b, atol=1e-11, rtol=1e-11, name=name)
+
+
+def test_float32_uniform_grid_is_detected_and_close_to_reference():
+    torch.manual_seed(0)
+    layer = KANLinear(16, 8)  # float32, default uniform grid
+    assert uniform_knots(layer.grid, torch.float32) is not None
+    x = (torch.rand(64, 16) * 2.4 - 1.2).requires_grad_()
+    args = (layer.grid, layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
+    y = layer(x)
+    x64 = x.detach().double().requires_grad_()
+    y64 = kan_linear_reference(x64, *(a.double() if a is not None else None for a in args))
+    assert_close(y, y64, atol=2e-6, rtol=2e-6)
+    w = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, w)
+    (gx64,) = torch.autograd.grad(y64, x64, w.double())
+    assert_close(gx, gx64, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_gradcheck_and_gradgradcheck_through_the_fast_case(uniform):
+    layer = _uniform_layer(3, 2, grid_size=4)
+    if not uniform:
+        perturbed_grid(layer)
+    x = (torch.rand(6, 3, dtype=torch.float64) * 2.2 - 1.1).requires_grad_()
+    params = list(layer.parameters())
+    names = [n for n, _ in layer.named_parameters()]
+
+    def f(x, *ps):
+        return torch.func.functional_call(layer, dict(zip(names, ps, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-8)
+    assert torch.autograd.gradgradcheck(f, (x, *params), eps=1e-6, atol=1e-7)
+
+
+def test_forward_mode_through_the_fast_case_matches_reference():
+    layer = _uniform_layer(4, 3, grid_size=5)
+    x, tangent = torch.rand(7, 4, dtype=torch.float64) * 2 - 1, torch.randn(7, 4, dtype=torch.float64)
+    args = (layer.grid, layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
+    with forward_ad.dual_level():
+        y = kan_linear(forward_ad.make_dual(x, tangent), *args)
+        y_t = forward_ad.unpack_dual(y).tangent
+    _, expected = torch.func.jvp(lambda v: kan_linear_reference(v, *args), (x,), (tangent,))
+    assert_close(y_t, expected, atol=1e-12, rtol=1e-12)
+
+
+def test_grid_changes_are_seen():
+    """The uniform check is cached per grid version: update_grid, copy_ and load_state_dict
+    (in-place writes) and a new grid tensor all invalidate it."""
+    layer = _uniform_layer(4, 3, grid_size=5)
+    x = torch.rand(50, 4, dtype=torch.float64) * 2 - 1
+
+    def check():
+        args = (layer.grid, layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
+        assert_close(layer(x), kan_linear_reference(x, *args), atol=1e-12, rtol=1e-12)
+
+    check()
+    assert uniform_knots(layer.grid, torch.float64) is not None
+    with torch.no_grad():
+        layer.update_grid(torch.randn(64, 4, dtype=torch.float64))
+    assert uniform_knots(layer.grid, torch.float64) is None
+    check()
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    with torch.no_grad():
+        layer.grid.copy_(uniform_grid(4, 5, 3, (-3.0, 2.0), dtype=torch.float64))
+    assert uniform_knots(layer.grid, torch.float64) is not None
+    check()
+    layer.load_state_dict(state)
+    assert uniform_knots(layer.grid, torch.float64) is None
+    check()
+    layer.grid = uniform_grid(4, 5, 3, dtype=torch.float64)  # a new tensor
+    check()
+
+
+def test_update_grid_with_uniform_knots_stays_on_the_closed_form():
+    layer = _uniform_layer(3, 2, grid_size=5, grid_eps=1.0)
+    with torch.no_grad():
+        layer.update_grid(torch.randn(64, 3, dtype=torch.float64) * 3)
+    assert uniform_knots(layer.grid, torch.float64) is not None  # per feature, its own range
+    x = _inputs(layer)
+    assert_close(layer(x), per_edge_oracle(layer, x), atol=1e-12, rtol=1e-12)
+
+
+def test_inference_mode_and_inference_grids():
+    layer = _uniform_layer(4, 3, grid_size=5)
+    x = torch.rand(9, 4, dtype=torch.float64) * 2 - 1
+    expected = per_edge_oracle(layer, x)
+    with torch.inference_mode():
+        assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)
+        grid = layer.grid.clone()  # an inference tensor: no version counter, general algorithm
+        assert uniform_knots(grid, torch.float64) is None
+        args = (grid, layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
+        assert_close(kan_linear(x, *args), expected, atol=1e-12, rtol=1e-12)
+
+
+def test_local_bases_closed_form_equals_de_boor():
+    grid = uniform_grid(6, 7, 3, (-2.0, 1.0), dtype=torch.float64)
+    x = torch.rand(30, 6, dtype=torch.float64) * 5 - 3
+    x[0, 0] = float("nan")
+    closed = local_bases(x, grid, 3, True)
+    from efficient_kan.bspline import _local_bases
+
+    general = _local_bases(x, grid, 3, True)
+    for a, b in zip(closed[1:], general[1:], strict=True):
+        assert_close(a, b, atol=1e-13, rtol=1e-13)
+    # Indices only matter where a basis exists (elsewhere the value is 0).
+    kept = general[1] != 0
+    assert torch.equal(closed[0][kept], general[0][kept])
+
+
+def test_fast_case_steps_aside_for_transforms_autocast_and_other_dtypes():
+    layer = _uniform_layer(3, 2, grid_size=4)
+    x = torch.rand(5, 3, dtype=torch.float64)
+    weights = (layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
+    assert eager_path_applies(x, layer.grid, weights, "silu")
+    assert not eager_path_applies(x, layer.grid, weights, torch.tanh)
+    assert not eager_path_applies(x.float(), layer.grid, weights, "silu")  # weights in another dtype
+    assert not eager_path_applies(x.bfloat16(), layer.grid, (), "silu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not eager_path_applies(x, layer.grid, weights, "silu")
+    seen = []
+    torch.func.vmap(lambda v: seen.append(eager_path_applies(v, layer.grid, weights, "silu")) or v)(x)
+    assert seen == [False]
