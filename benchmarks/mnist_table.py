@@ -58,6 +58,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from efficient_kan.bench import markdown_table, plot  # noqa: E402
+from efficient_kan.bench.models import matched_mlp_widths, mlp_params  # noqa: E402, F401
 from efficient_kan.training import build_model, count_parameters, device_description  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
@@ -81,30 +82,6 @@ _KEY_FIELDS = (
     "test_limit",
     "threads",
 )
-
-
-def mlp_params(widths: Sequence[int]) -> int:
-    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
-
-
-def matched_mlp_widths(kan_widths: Sequence[int], target: int) -> list[int]:
-    """MLP widths with the KAN's input/output and hidden widths scaled so params ~= ``target``.
-
-    The hidden layers keep their proportions (``[784, 10]`` gets one hidden layer); the first hidden
-    width is the integer whose parameter count is closest to ``target``.
-    """
-    template = list(kan_widths[1:-1]) or [1]
-    best: tuple[int, list[int]] | None = None
-    for first in range(1, 100_000):
-        hidden = [max(1, round(first * t / template[0])) for t in template]
-        widths = [kan_widths[0], *hidden, kan_widths[-1]]
-        gap = abs(mlp_params(widths) - target)
-        if best is None or gap < best[0]:
-            best = (gap, widths)
-        if mlp_params(widths) > target:
-            break
-    assert best is not None
-    return best[1]
 
 
 def plan(rows: Sequence[Sequence[int]], grid_size: int, spline_order: int) -> list[dict[str, Any]]:
