@@ -164,6 +164,19 @@ def rel_error_vs_reference(call, params, gy: torch.Tensor, precision: str, dev: 
     return max(float((a - e).norm() / e.norm().clamp_min(1e-30)) for a, e in zip(got, want, strict=True))
 
 
+def timing_record(env: dict, common: dict, metric: str, timing) -> Record:
+    """A time record (ms: median and 20/80 % quantiles) of one ``time_fn`` result, naming its timer."""
+    return Record.of(
+        env, **common, metric=metric, p20=timing.p20, p50=timing.p50, p80=timing.p80, unit="ms",
+        extra={"timer": timing.method},
+    )  # fmt: skip
+
+
+def memory_record(env: dict, common: dict, metric: str, mib: float, mem_kind: str) -> Record:
+    """A peak-memory record (MiB) of one ``peak_memory_mib`` result, naming how it was measured."""
+    return Record.of(env, **common, metric=metric, value=mib, unit="MiB", extra={"memory": mem_kind})
+
+
 def measure(provider: str, shape, precision: str, mode: str, dev: torch.device, env: dict) -> list[Record]:
     """Time (ms), peak extra memory (MiB) and, for the Triton providers' fwd+bwd, the error against
     fp64 (checked before timing) of one provider at one shape, precision and mode, as records."""
@@ -196,17 +209,8 @@ def measure(provider: str, shape, precision: str, mode: str, dev: torch.device, 
             configure(strategy=previous.strategy)
     common = dict(benchmark="bench_layer", provider=provider, shape=shape_key(shape), dtype=precision)
     records = [
-        Record.of(
-            env,
-            **common,
-            metric=f"{mode} ms",
-            p20=timing.p20,
-            p50=timing.p50,
-            p80=timing.p80,
-            unit="ms",
-            extra={"timer": timing.method},
-        ),  # fmt: skip
-        Record.of(env, **common, metric=f"{mode} MiB", value=mib, unit="MiB", extra={"memory": mem_kind}),
+        timing_record(env, common, f"{mode} ms", timing),
+        memory_record(env, common, f"{mode} MiB", mib, mem_kind),
     ]
     if rel_err is not None:
         records.append(Record.of(env, **common, metric=f"{mode} rel_err", value=rel_err))
@@ -259,17 +263,8 @@ def measure_training_step(kind: str, dev: torch.device, precision: str, env: dic
         timing = time_fn(step, dev, **TIMING)
         mib, mem_kind = peak_memory_mib(step, dev)
         return [
-            Record.of(
-                env,
-                **common,
-                metric="step ms",
-                p20=timing.p20,
-                p50=timing.p50,
-                p80=timing.p80,
-                unit="ms",
-                extra={"timer": timing.method},
-            ),  # fmt: skip
-            Record.of(env, **common, metric="step MiB", value=mib, unit="MiB", extra={"memory": mem_kind}),
+            timing_record(env, common, "step ms", timing),
+            memory_record(env, common, "step MiB", mib, mem_kind),
         ]
     side = torch.cuda.Stream(dev)
     side.wait_stream(torch.cuda.current_stream(dev))
@@ -281,18 +276,7 @@ def measure_training_step(kind: str, dev: torch.device, precision: str, env: dic
     with torch.cuda.graph(graph):
         step()
     timing = time_fn(graph.replay, dev, **TIMING)
-    return [
-        Record.of(
-            env,
-            **common,
-            metric="step ms",
-            p20=timing.p20,
-            p50=timing.p50,
-            p80=timing.p80,
-            unit="ms",
-            extra={"timer": timing.method},
-        ),  # fmt: skip
-    ]
+    return [timing_record(env, common, "step ms", timing)]
 
 
 # ------------------------------------------------------------------------------- reporting
@@ -458,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, str]:
+    """The options, checked for combinations that measure nothing, and the command line to record."""
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.training_only and args.no_training:
@@ -466,42 +451,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke and args.publish:
         ap.error("--smoke measures nothing worth keeping: it is never published (use --out DIR)")
     command = shlex.join(["python", "benchmarks/bench_layer.py", *(sys.argv[1:] if argv is None else argv)])
+    return args, command
 
-    if not torch.cuda.is_available():
-        print("bench_layer: GPU numbers need a CUDA GPU; none here, nothing measured.")
-        if not args.smoke:
-            return 0
-        print(
-            "--smoke: one tiny shape on CPU (TRITON_INTERPRET=1) to check the script; timings are meaningless."
-        )
-        dev = torch.device("cpu")
-        env = environment(dev, command)
-        TIMING.update(min_run_time=0.01, warmup=1)
-        shape = (8, 16, 8, 5)
-        records: list[Record] = []
-        for provider in PROVIDERS:
-            for mode in MODES:
-                new = measure(provider, shape, "fp32", mode, dev, env)
-                records += new
-                print(f"  {provider:10s} {mode:8s} {describe(new)}")
-        new = measure_training_step("torch", dev, "fp32", env)
-        records += new
-        print(f"  KAN([784,64,10]) torch step {describe(new)}")
-        out, _ = _output.resolve_out(args, "bench_layer")
-        paths = write_results(out, "bench_layer_smoke", records, [shape], "CPU (smoke, interpreter)")
-        print(f"  wrote {paths['md']}")
-        return 0
 
-    dev = torch.device("cuda")
-    gpu_name = torch.cuda.get_device_name(dev)
-    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
-    out, fresh = _output.resolve_out(args, "bench_layer")
-    stem = f"bench_layer_{slug}"
-    json_path = out / f"{stem}.json"
-    records = load_records(json_path) if json_path.exists() else []
+def run_smoke(args: argparse.Namespace, command: str) -> int:
+    """CPU check of the script itself: one tiny shape per provider and mode, one training step."""
+    print("--smoke: one tiny shape on CPU (TRITON_INTERPRET=1) to check the script; timings are meaningless.")
+    dev = torch.device("cpu")
     env = environment(dev, command)
-    env["versions"]["autotune"] = os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1")
-    done = {r.key() for r in records if r.ok}
+    TIMING.update(min_run_time=0.01, warmup=1)
+    shape = (8, 16, 8, 5)
+    records: list[Record] = []
+    for provider in PROVIDERS:
+        for mode in MODES:
+            new = measure(provider, shape, "fp32", mode, dev, env)
+            records += new
+            print(f"  {provider:10s} {mode:8s} {describe(new)}")
+    new = measure_training_step("torch", dev, "fp32", env)
+    records += new
+    print(f"  KAN([784,64,10]) torch step {describe(new)}")
+    out, _ = _output.resolve_out(args, "bench_layer")
+    paths = write_results(out, "bench_layer_smoke", records, [shape], "CPU (smoke, interpreter)")
+    print(f"  wrote {paths['md']}")
+    return 0
+
+
+def planned_shapes(args: argparse.Namespace) -> tuple[list, list]:
+    """The shapes to measure (``--shapes``, ``targets``, none with ``--training-only``) and the
+    shapes the table shows (the default ones first, then any others measured)."""
     shapes = SHAPES
     if args.shapes == ["targets"]:
         shapes = TARGET_SHAPES
@@ -509,7 +486,12 @@ def main(argv: list[str] | None = None) -> int:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     if args.training_only:
         shapes = []
-    shown = list(dict.fromkeys([*SHAPES, *shapes]))
+    return shapes, list(dict.fromkeys([*SHAPES, *shapes]))
+
+
+def measure_layers(args, shapes, dev, env, records, done, write) -> tuple[list[Record], bool]:
+    """Every shape x precision x mode x provider not already done, written after each precision;
+    a failure is recorded, not fatal. Returns the records and whether ``--max-minutes`` stopped it."""
     start = time.perf_counter()
     stopped = False
     for shape in shapes:
@@ -535,25 +517,57 @@ def main(argv: list[str] | None = None) -> int:
                         f"{shape_key(shape):>22s} {precision:5s} {mode:8s} {provider:10s} {describe(new)}",
                         flush=True,
                     )
-                write_results(out, stem, records, shown, gpu_name)
+                write(records)
+    return records, stopped
+
+
+def measure_training(args, dev, env, records, done) -> list[Record]:
+    """One training step of each kind per precision not already done; a failure is recorded."""
+    for precision in args.precisions:
+        for kind in TRAINING_KINDS:
+            name = training_step_name(kind)
+            if args.skip_done and ("bench_layer", name, "batch 64", precision, "step ms") in done:
+                continue
+            try:
+                new = measure_training_step(kind, dev, precision, env)
+            except Exception as e:  # recorded, not fatal
+                new = [error_record(env, name, "batch 64", precision, "step ms", e)]
+            records = merge_records(records, new)
+            print(f"training step {name:28s} {precision:5s} {describe(new)}", flush=True)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure on the GPU (or ``--smoke`` on CPU), merging into the JSON already in the output folder."""
+    args, command = parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_layer: GPU numbers need a CUDA GPU; none here, nothing measured.")
+        return run_smoke(args, command) if args.smoke else 0
+
+    dev = torch.device("cuda")
+    gpu_name = torch.cuda.get_device_name(dev)
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
+    out, fresh = _output.resolve_out(args, "bench_layer")
+    stem = f"bench_layer_{slug}"
+    json_path = out / f"{stem}.json"
+    records = load_records(json_path) if json_path.exists() else []
+    env = environment(dev, command)
+    env["versions"]["autotune"] = os.environ.get("EFFICIENT_KAN_AUTOTUNE", "1")
+    done = {r.key() for r in records if r.ok}
+    shapes, shown = planned_shapes(args)
+
+    def write(records: list[Record]) -> dict[str, Path]:
+        return write_results(out, stem, records, shown, gpu_name)
+
+    records, stopped = measure_layers(args, shapes, dev, env, records, done, write)
     if stopped:
         # A new default folder holds no measurements: continuing needs the folder just written.
         again = f"--skip-done --out {shlex.quote(str(out))}" if fresh else "--skip-done"
         print(f"stopped after --max-minutes {args.max_minutes}; rerun with {again} to continue", flush=True)
     if not args.no_training and not stopped:
-        for precision in args.precisions:
-            for kind in TRAINING_KINDS:
-                name = training_step_name(kind)
-                if args.skip_done and ("bench_layer", name, "batch 64", precision, "step ms") in done:
-                    continue
-                try:
-                    new = measure_training_step(kind, dev, precision, env)
-                except Exception as e:  # recorded, not fatal
-                    new = [error_record(env, name, "batch 64", precision, "step ms", e)]
-                records = merge_records(records, new)
-                print(f"training step {name:28s} {precision:5s} {describe(new)}", flush=True)
+        records = measure_training(args, dev, env, records, done)
     torch.set_float32_matmul_precision("highest")
-    paths = write_results(out, stem, records, shown, gpu_name)
+    paths = write(records)
     print(f"wrote {paths['md'].name}, {paths['json'].name} and {paths['csv'].name} in {out}")
     return 0
 

@@ -39,13 +39,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import shlex
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,10 +54,12 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from efficient_kan.bench import markdown_table, plot  # noqa: E402
+from efficient_kan.bench.models import matched_mlp_widths, mlp_params  # noqa: E402, F401
 from efficient_kan.training import build_model, count_parameters, device_description  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 import _output  # noqa: E402
+from _tables import run_train_mnist_process, seed_stats  # noqa: E402
 
 DEFAULT_ROWS = ("784,10", "784,48,10", "784,64,10", "784,500,10", "784,100,100,100,10")
 # Run settings that must agree for a stored run to be reused.
@@ -81,30 +79,6 @@ _KEY_FIELDS = (
     "test_limit",
     "threads",
 )
-
-
-def mlp_params(widths: Sequence[int]) -> int:
-    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=False))
-
-
-def matched_mlp_widths(kan_widths: Sequence[int], target: int) -> list[int]:
-    """MLP widths with the KAN's input/output and hidden widths scaled so params ~= ``target``.
-
-    The hidden layers keep their proportions (``[784, 10]`` gets one hidden layer); the first hidden
-    width is the integer whose parameter count is closest to ``target``.
-    """
-    template = list(kan_widths[1:-1]) or [1]
-    best: tuple[int, list[int]] | None = None
-    for first in range(1, 100_000):
-        hidden = [max(1, round(first * t / template[0])) for t in template]
-        widths = [kan_widths[0], *hidden, kan_widths[-1]]
-        gap = abs(mlp_params(widths) - target)
-        if best is None or gap < best[0]:
-            best = (gap, widths)
-        if mlp_params(widths) > target:
-            break
-    assert best is not None
-    return best[1]
 
 
 def plan(rows: Sequence[Sequence[int]], grid_size: int, spline_order: int) -> list[dict[str, Any]]:
@@ -160,19 +134,7 @@ def _train_argv(cfg: dict[str, Any], seed: int, args: argparse.Namespace) -> lis
 
 def _run_one(argv: list[str], isolate: bool, data) -> dict[str, Any]:
     if isolate:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run.json"
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-            proc = subprocess.run(
-                [sys.executable, str(REPO / "train_mnist.py"), *argv, "--json", str(out)],
-                capture_output=True,
-                text=True,
-                env=env,
-            )
-            if proc.returncode != 0:
-                raise SystemExit(f"error: train_mnist.py {shlex.join(argv)} failed:\n{proc.stderr[-2000:]}")
-            return json.loads(out.read_text())
+        return run_train_mnist_process(argv)
     import train_mnist
     from efficient_kan.training import run
 
@@ -181,13 +143,6 @@ def _run_one(argv: list[str], isolate: bool, data) -> dict[str, Any]:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return run(cfg, data=data, log=lambda _line: None).results
-
-
-def _stats(values: Sequence[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise(configs: list[dict[str, Any]], runs: list[dict[str, Any]], seeds: Sequence[int]) -> list[dict]:
@@ -199,12 +154,12 @@ def summarise(configs: list[dict[str, Any]], runs: list[dict[str, Any]], seeds: 
             for r in runs
             if r["model"] == cfg["model"] and r["widths"] == cfg["widths"] and r["seed"] in seeds
         ]
-        acc_mean, acc_std = _stats([100 * r["test_accuracy"] for r in mine])
-        steps_mean, steps_std = _stats([r["steady_train_steps_per_s"] for r in mine])
-        samples_mean, _ = _stats([r["steady_train_samples_per_s"] for r in mine])
-        epoch_mean, _ = _stats([r["steady_s_per_epoch"] for r in mine])
-        mem_mean, _ = _stats([r["peak_memory_mib"] for r in mine])
-        delta_mean, _ = _stats(
+        acc_mean, acc_std = seed_stats([100 * r["test_accuracy"] for r in mine])
+        steps_mean, steps_std = seed_stats([r["steady_train_steps_per_s"] for r in mine])
+        samples_mean, _ = seed_stats([r["steady_train_samples_per_s"] for r in mine])
+        epoch_mean, _ = seed_stats([r["steady_s_per_epoch"] for r in mine])
+        mem_mean, _ = seed_stats([r["peak_memory_mib"] for r in mine])
+        delta_mean, _ = seed_stats(
             [
                 r["peak_memory_mib"] - r["memory_before_training_mib"]
                 for r in mine

@@ -38,12 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +55,7 @@ from efficient_kan.training import build_vision_model, count_parameters  # noqa:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 import _output  # noqa: E402
+from _tables import run_train_mnist_process, seed_stats  # noqa: E402
 
 #: Epochs per architecture for the full table: the same for every row of an architecture, so its
 #: rows compare at equal training; sized to the two-hour CPU budget in the module docstring.
@@ -121,22 +118,7 @@ def _run(argv: list[str], isolate: bool) -> dict[str, Any]:
         import train_mnist
 
         return train_mnist.main(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run.json"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        cmd = [sys.executable, str(REPO / "train_mnist.py"), *argv, "--json", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise SystemExit(f"error: train_mnist.py {shlex.join(argv)} failed:\n{proc.stderr[-2000:]}")
-        return json.loads(out.read_text())
-
-
-def _stats(values: Sequence[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return run_train_mnist_process(argv)
 
 
 def summarise(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -146,7 +128,7 @@ def summarise(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[di
         mine = [
             r for r in runs if (r["arch"], r["kan"], r["hidden"]) == (row["arch"], row["kan"], row["hidden"])
         ]
-        acc, acc_std = _stats([100 * r["test_accuracy"] for r in mine])
+        acc, acc_std = seed_stats([100 * r["test_accuracy"] for r in mine])
         table.append(
             row
             | {
@@ -154,9 +136,9 @@ def summarise(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[di
                 "n_seeds": len(mine),
                 "acc_mean": acc,
                 "acc_std": acc_std,
-                "samples_per_s": _stats([r["steady_train_samples_per_s"] for r in mine])[0],
-                "s_per_epoch": _stats([r["steady_s_per_epoch"] for r in mine])[0],
-                "peak_memory_mib": _stats([r["peak_memory_mib"] for r in mine])[0],
+                "samples_per_s": seed_stats([r["steady_train_samples_per_s"] for r in mine])[0],
+                "s_per_epoch": seed_stats([r["steady_s_per_epoch"] for r in mine])[0],
+                "peak_memory_mib": seed_stats([r["peak_memory_mib"] for r in mine])[0],
             }
         )
     return table

@@ -294,13 +294,24 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import environment, format_quantiles, markdown_table, plot, write_csv, write_json
-    from .bench.models import measure_variant, variants
+@dataclass(frozen=True)
+class _BenchPlan:
+    """What one ``efficient-kan bench`` run measures: resolved from the command line once."""
+
+    device: torch.device
+    precisions: list[str]
+    variants: list
+    notes: list[str]
+    input_shape: tuple[int, ...]
+    command: str
+
+
+def _bench_plan(args: argparse.Namespace) -> _BenchPlan:
+    """Resolve device, precisions, variants and input shape; ``ValueError`` says what is wrong."""
+    from .bench.models import variants
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("efficient-kan bench: --device cuda, but no CUDA device is available", file=sys.stderr)
-        return 2
+        raise ValueError("--device cuda, but no CUDA device is available")
     device = torch.device(
         "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
@@ -309,33 +320,37 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     precisions = args.precision or (["bf16", "fp32"] if device.type == "cuda" else ["fp32"])
-    try:
-        found, notes, natural = variants(args.model, args.variants)
-    except ValueError as e:
-        print(f"efficient-kan bench: {e}", file=sys.stderr)
-        return 2
+    found, notes, natural = variants(args.model, args.variants)
     input_shape = args.input or natural
     if input_shape is None:
-        print(
-            f"efficient-kan bench: {args.model} needs --input (the shape of one sample, e.g. 3,224,224)",
-            file=sys.stderr,
-        )
-        return 2
-    torch.manual_seed(0)
-    inputs = torch.randn(args.batch, *input_shape, device=device)
+        raise ValueError(f"{args.model} needs --input (the shape of one sample, e.g. 3,224,224)")
     command = shlex.join(["efficient-kan", *args.argv])
-    env = environment(device, command)
+    return _BenchPlan(device, precisions, found, notes, tuple(input_shape), command)
+
+
+def _bench_measure(args: argparse.Namespace, plan: _BenchPlan, env: dict) -> list:
+    """Every variant x precision (x compiled) measured on one fixed random batch."""
+    from .bench.models import measure_variant
+
+    torch.manual_seed(0)
+    inputs = torch.randn(args.batch, *plan.input_shape, device=plan.device)
     min_run_time = 0.05 if args.quick else args.min_run_time
     warmup = 1 if args.quick else 2
     records = []
     benchmark = f"bench {args.model}"
-    for variant in found:
-        for precision in precisions:
+    for variant in plan.variants:
+        for precision in plan.precisions:
             for compiled in (False, True) if args.compile else (False,):
                 records += measure_variant(
                     variant, inputs, precision, env, benchmark=benchmark, compiled=compiled,
                     min_run_time=min_run_time, warmup=warmup, backward=not args.no_backward,
                 )  # fmt: skip
+    return records
+
+
+def _bench_rows(records: list) -> list[list[str]]:
+    """One table row per (variant, precision): parameters, throughputs and peak memory."""
+    from .bench import format_quantiles
 
     by = {(r.provider, r.dtype, r.metric): r for r in records}
     rows = []
@@ -350,13 +365,25 @@ def _bench(args: argparse.Namespace) -> int:
             format_quantiles(by.get((r.provider, r.dtype, "fwd+bwd samples/s")), 1),
             format_quantiles(by.get((r.provider, r.dtype, "fwd+bwd peak MiB")), 1),
         ])  # fmt: skip
-    where = env["device"]
+    return rows
+
+
+def _bench_print(args: argparse.Namespace, plan: _BenchPlan, env: dict, records: list) -> None:
+    """The header (device, versions, command, what is measured) and the markdown table."""
+    from .bench import markdown_table
+
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-    mem = "CUDA max_memory_allocated growth" if device.type == "cuda" else "process peak RSS growth (VmHWM)"
-    print(f"efficient-kan bench {args.model}: batch {args.batch}, input {','.join(map(str, input_shape))}")
-    print(f"device: {where}")
+    mem = (
+        "CUDA max_memory_allocated growth"
+        if plan.device.type == "cuda"
+        else "process peak RSS growth (VmHWM)"
+    )
+    print(
+        f"efficient-kan bench {args.model}: batch {args.batch}, input {','.join(map(str, plan.input_shape))}"
+    )
+    print(f"device: {env['device']}")
     print(f"versions: {versions}; commit {env['commit'] or '-'}")
-    print(f"command: {command}")
+    print(f"command: {plan.command}")
     print(f"date: {env['date']}")
     print(
         "samples/s: median [p20, p80] of batch / time per call (CPU: torch.utils.benchmark; CUDA: "
@@ -372,32 +399,52 @@ def _bench(args: argparse.Namespace) -> int:
         "fwd+bwd samples/s",
         "peak MiB",
     ]
-    print(markdown_table(header, rows, align="lrrlrrr"))
-    for note in notes:
+    print(markdown_table(header, _bench_rows(records), align="lrrlrrr"))
+    for note in plan.notes:
         print(f"note: {note}")
+
+
+def _bench_plot(args: argparse.Namespace, plan: _BenchPlan, env: dict, records: list) -> None:
+    """One bar panel per throughput metric, one series per precision, written to ``--plot``."""
+    from .bench import plot
+
+    panels = []
+    for metric in ("fwd samples/s", "fwd+bwd samples/s"):
+        series = {}
+        for precision in plan.precisions:
+            mine = [r for r in records if r.metric == metric and r.dtype == precision and r.ok]
+            if mine:
+                series[precision] = {
+                    "x": [r.provider for r in mine], "y": [r.p50 for r in mine],
+                    "yerr": [[r.p50 - r.p20 for r in mine], [r.p80 - r.p50 for r in mine]],
+                }  # fmt: skip
+        if series:
+            panels.append({"series": series, "kind": "bar", "ylabel": "samples/s", "title": metric})
+    title = f"{args.model}, batch {args.batch}; {env['device']}; {plan.command}"
+    if panels and plot(Path(args.plot), panels, title=title):
+        print(f"wrote {args.plot}")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """``efficient-kan bench``: plan, measure, print the table, write the requested files."""
+    from .bench import environment, write_csv, write_json
+
+    try:
+        plan = _bench_plan(args)
+    except ValueError as e:
+        print(f"efficient-kan bench: {e}", file=sys.stderr)
+        return 2
+    env = environment(plan.device, plan.command)
+    records = _bench_measure(args, plan, env)
+    _bench_print(args, plan, env, records)
     if args.json:
-        write_json(records, Path(args.json), meta={"notes": notes})
+        write_json(records, Path(args.json), meta={"notes": plan.notes})
         print(f"wrote {args.json}")
     if args.csv:
         write_csv(records, Path(args.csv))
         print(f"wrote {args.csv}")
     if args.plot:
-        panels = []
-        for metric in ("fwd samples/s", "fwd+bwd samples/s"):
-            series = {}
-            for precision in precisions:
-                mine = [r for r in records if r.metric == metric and r.dtype == precision and r.ok]
-                if mine:
-                    series[precision] = {
-                        "x": [r.provider for r in mine], "y": [r.p50 for r in mine],
-                        "yerr": [[r.p50 - r.p20 for r in mine], [r.p80 - r.p50 for r in mine]],
-                    }  # fmt: skip
-            if series:
-                panels.append({"series": series, "kind": "bar", "ylabel": "samples/s", "title": metric})
-        if panels and plot(
-            Path(args.plot), panels, title=f"{args.model}, batch {args.batch}; {where}; {command}"
-        ):
-            print(f"wrote {args.plot}")
+        _bench_plot(args, plan, env, records)
     return 0
 
 

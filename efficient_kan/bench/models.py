@@ -18,7 +18,16 @@ from ..layer import KAN, KANLinear
 from .records import Record
 from .timing import peak_memory_mib, time_fn
 
-__all__ = ["PRESETS", "Variant", "build", "matched_mlp_widths", "measure_variant", "mlp", "variants"]
+__all__ = [
+    "PRESETS",
+    "Variant",
+    "build",
+    "matched_mlp_widths",
+    "measure_variant",
+    "mlp",
+    "mlp_params",
+    "variants",
+]
 
 PRESETS = ("head", "mlp-blocks")
 
@@ -33,7 +42,8 @@ def mlp(widths: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _mlp_params(widths: Sequence[int]) -> int:
+def mlp_params(widths: Sequence[int]) -> int:
+    """Parameters (weights and biases) of :func:`mlp` of ``widths``, without building it."""
     return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
 
 
@@ -45,10 +55,10 @@ def matched_mlp_widths(widths: Sequence[int], target: int) -> list[int]:
     for first in range(1, 1_000_000):
         hidden = [max(1, round(first * t / template[0])) for t in template]
         candidate = [widths[0], *hidden, widths[-1]]
-        gap = abs(_mlp_params(candidate) - target)
+        gap = abs(mlp_params(candidate) - target)
         if best is None or gap < best[0]:
             best = (gap, candidate)
-        if _mlp_params(candidate) > target:
+        if mlp_params(candidate) > target:
             break
     assert best is not None
     return best[1]

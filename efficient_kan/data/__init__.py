@@ -1,29 +1,6 @@
-"""Datasets for the training engine and benchmarks, loaded as whole tensors (see :mod:`.mnist`)."""
+"""Datasets for the training engine and benchmarks, loaded as whole tensors (see :mod:`.mnist`).
 
-from .mnist import (
-    DATASETS,
-    STATS,
-    DatasetUnavailable,
-    ImageData,
-    bundled_path,
-    find_idx_files,
-    load_bundled,
-    load_cifar10,
-    load_dataset,
-    load_idx_dataset,
-    read_idx,
-)
+The public names are those of :mod:`.mnist`, listed once there in its ``__all__``."""
 
-__all__ = [
-    "DATASETS",
-    "STATS",
-    "DatasetUnavailable",
-    "ImageData",
-    "bundled_path",
-    "find_idx_files",
-    "load_bundled",
-    "load_cifar10",
-    "load_dataset",
-    "load_idx_dataset",
-    "read_idx",
-]
+from .mnist import *  # noqa: F403
+from .mnist import __all__  # noqa: F401
