@@ -56,7 +56,8 @@ class KANLinear(nn.Module):
         in_features, out_features: sizes, as for ``nn.Linear``.
         bias: add a learnable ``bias (out_features,)`` like ``nn.Linear`` (efficient-kan had none;
             use ``bias=False`` to load its checkpoints).
-        grid_size: number of grid intervals ``G`` on ``grid_range``.
+        grid_size: number of grid intervals ``G`` on ``grid_range`` (this and the options after it
+            are keyword-only).
         spline_order: B-spline order ``K`` (3 = cubic); each feature has ``G + K`` bases.
         grid_range: initial knot range ``(lo, hi)``, ``lo < hi``.
         scale_noise: size of the random initial spline coefficients.
@@ -66,7 +67,9 @@ class KANLinear(nn.Module):
         base_activation: an ``nn.Module`` class (instantiated) or instance; ``nn.SiLU`` and
             ``nn.Identity`` run fused on the Triton path, others run in PyTorch.
         grid_eps: in ``update_grid``, the weight of the uniform knots against the adaptive ones.
-        device, dtype: factory arguments, as for ``nn.Linear``.
+        device, dtype: factory arguments, 4th and 5th positional as for ``nn.Linear``. On the
+            ``meta`` device nothing is initialised; ``to_empty(device=...)`` then
+            ``reset_parameters()`` initialises (the pattern large models use).
 
     Attributes:
         backend: ``"auto"`` (Triton on CUDA, PyTorch elsewhere), ``"triton"`` or ``"torch"``.
@@ -77,6 +80,8 @@ class KANLinear(nn.Module):
         in_features: int,
         out_features: int,
         bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         *,
         grid_size: int = 5,
         spline_order: int = 3,
@@ -87,8 +92,6 @@ class KANLinear(nn.Module):
         enable_standalone_scale_spline: bool = True,
         base_activation: type[nn.Module] | nn.Module = nn.SiLU,
         grid_eps: float = 0.02,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_features = _check_positive_int("in_features", in_features)
@@ -150,7 +153,12 @@ class KANLinear(nn.Module):
 
     # ------------------------------------------------------------------ initialisation
     def reset_parameters(self) -> None:
-        """Re-initialise like efficient-kan (and ``bias`` like ``nn.Linear``); resets the grid."""
+        """Re-initialise like efficient-kan (and ``bias`` like ``nn.Linear``); resets the grid.
+
+        On the ``meta`` device there is no data to write, so this does nothing there.
+        """
+        if self.base_weight.is_meta:
+            return
         with torch.no_grad():
             self.grid.copy_(
                 uniform_grid(self.in_features, self.grid_size, self.spline_order, self.grid_range)
