@@ -34,10 +34,13 @@ def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
-def _fit_spline_coefficients(bases: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def _fit_spline_coefficients(
+    bases: torch.Tensor, values: torch.Tensor | None = None, *, rhs: torch.Tensor | None = None
+) -> torch.Tensor:
     """Least-squares coefficients ``c`` with ``bases @ c ~= values``, independently per feature.
 
-    ``bases (I, N, C)``, ``values (I, N, O)`` -> ``(I, C, O)``, in float64. The minimum-norm
+    ``bases (I, N, C)``, ``values (I, N, O)`` -> ``(I, C, O)``, in float64; or, instead of
+    ``values``, ``rhs = bases^T @ values (I, C, O)`` already formed. The minimum-norm
     solution: bases that no sample touches get coefficient 0 (underdetermined or rank-deficient
     systems are normal here: the initial fit has ``G + 1`` points for ``G + K`` bases, and a grid
     update may leave a basis without samples). Through the pseudo-inverse of the small Gram
@@ -45,7 +48,8 @@ def _fit_spline_coefficients(bases: torch.Tensor, values: torch.Tensor) -> torch
     """
     bases = bases.double()
     gram = bases.transpose(1, 2) @ bases
-    rhs = bases.transpose(1, 2) @ values.double()
+    if rhs is None:
+        rhs = bases.transpose(1, 2) @ values.double()
     return torch.linalg.pinv(gram, hermitian=True, rtol=1e-13) @ rhs
 
 
@@ -272,9 +276,8 @@ class KANLinear(nn.Module):
         old_grid = self.grid.double()
         k, g = self.spline_order, self.grid_size
 
-        # The function to keep: each edge's unscaled spline on the samples, (I, N, O).
+        # The function to keep: each edge's unscaled spline on the samples, B_old @ W.
         old_bases = bspline_basis(xd, old_grid, k).transpose(0, 1)  # (I, N, C)
-        old_values = old_bases @ self.spline_weight.double().permute(1, 2, 0)
 
         x_sorted = torch.sort(xd, dim=0).values
         idx = torch.linspace(0, n - 1, g + 1, dtype=torch.int64, device=x.device)
@@ -300,7 +303,10 @@ class KANLinear(nn.Module):
             ) from None
 
         new_bases = bspline_basis(xd, new_grid, k).transpose(0, 1)
-        coeff = _fit_spline_coefficients(new_bases, old_values)  # (I, C, O)
+        # The normal equations' right side B_new^T (B_old W), formed as (B_new^T B_old) W: the
+        # values B_old W themselves are (in, rows, out), too large for wide layers and many rows.
+        rhs = (new_bases.transpose(1, 2) @ old_bases) @ self.spline_weight.double().permute(1, 2, 0)
+        coeff = _fit_spline_coefficients(new_bases, rhs=rhs)  # (I, C, O)
         if not bool(torch.isfinite(coeff).all()):
             raise ValueError("update_grid's refit was not finite; the layer was left unchanged")
         self.grid.copy_(new_grid)
