@@ -34,6 +34,11 @@ def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+# update_grid forms the old splines' values (in, rows, out) directly up to this many elements
+# (512 MiB in float64), and goes through the small Gram products beyond.
+_REFIT_VALUES_MAX_ELEMENTS = 1 << 26
+
+
 def _fit_spline_coefficients(
     bases: torch.Tensor, values: torch.Tensor | None = None, *, rhs: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -303,10 +308,16 @@ class KANLinear(nn.Module):
             ) from None
 
         new_bases = bspline_basis(xd, new_grid, k).transpose(0, 1)
-        # The normal equations' right side B_new^T (B_old W), formed as (B_new^T B_old) W: the
-        # values B_old W themselves are (in, rows, out), too large for wide layers and many rows.
-        rhs = (new_bases.transpose(1, 2) @ old_bases) @ self.spline_weight.double().permute(1, 2, 0)
-        coeff = _fit_spline_coefficients(new_bases, rhs=rhs)  # (I, C, O)
+        old_weight = self.spline_weight.double().permute(1, 2, 0)  # (I, C, O)
+        if self.in_features * n * self.out_features <= _REFIT_VALUES_MAX_ELEMENTS:
+            coeff = _fit_spline_coefficients(new_bases, old_bases @ old_weight)  # (I, C, O)
+        else:
+            # The values B_old W are (in, rows, out): too large here, so the normal equations'
+            # right side B_new^T (B_old W) is formed as (B_new^T B_old) W instead. The same least
+            # squares, rounded differently, which is why small problems keep the direct form:
+            # training runs that update grids follow their rounding closely.
+            rhs = (new_bases.transpose(1, 2) @ old_bases) @ old_weight
+            coeff = _fit_spline_coefficients(new_bases, rhs=rhs)
         if not bool(torch.isfinite(coeff).all()):
             raise ValueError("update_grid's refit was not finite; the layer was left unchanged")
         self.grid.copy_(new_grid)

@@ -636,10 +636,12 @@ def test_fsdp2_trains_and_checkpoints(tmp_path):
     assert "before sharding" in saved["error"]
 
 
-def test_update_grid_memory_does_not_scale_with_rows_times_outputs():
+def test_update_grid_memory_does_not_scale_with_rows_times_outputs(monkeypatch):
     """calibrate on a ViT-B MLP (768 -> 3072, 8 images x 197 tokens) needed 29.7 GB in update_grid,
-    for the (in, rows, out) spline values; the refit never forms them now."""
+    for the (in, rows, out) spline values; above a size limit the refit never forms them now."""
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    import efficient_kan.layer as layer_module
 
     class LargestTensor(TorchDispatchMode):
         largest = 0
@@ -654,6 +656,8 @@ def test_update_grid_memory_does_not_scale_with_rows_times_outputs():
     from efficient_kan import bspline_basis
     from efficient_kan.layer import _fit_spline_coefficients
 
+    assert layer_module._REFIT_VALUES_MAX_ELEMENTS == 1 << 26  # ViT-B's 3.7e9 is far above
+    monkeypatch.setattr(layer_module, "_REFIT_VALUES_MAX_ELEMENTS", 1000)  # small sizes, same path
     torch.manual_seed(0)
     layer = KANLinear(4, 64, dtype=torch.float64)
     old_grid, old_weight = layer.grid.clone(), layer.spline_weight.detach().clone()
