@@ -274,9 +274,9 @@ def _matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
 def direct_weight_reads(model: nn.Module) -> dict[str, list[str]]:
     """Which submodules of ``model`` some code reads the ``weight``/``bias`` of directly.
 
-    Reads the source (``inspect`` + ``ast``) of every method, except initialisers (names starting
-    with or containing ``_init``/``_reset``, e.g. ``__init__``, ``reset_parameters``,
-    ``_init_weights``), of every class in each module's MRO, and finds attribute chains rooted at
+    Reads the source (``inspect`` + ``ast``) of every method, except initialisers (names that start
+    with ``init``/``reset`` or contain ``_init``/``_reset``, any case: ``__init__``,
+    ``reset_parameters``, ``_init_weights``), of every class in each module's MRO, and finds attribute chains rooted at
     ``self`` that end in ``.weight`` or ``.bias``: ``self.proj.weight``, ``self.blocks[0].fc.bias``,
     ``getattr(self.proj, "weight")``, and the same through local names bound to such chains
     (``layer = self.layers[0]``; ``for blk in self.blocks``; ``self.modules()``). Returns
@@ -605,8 +605,8 @@ def kanify(
         result.extend(planned)
         raise ValueError(
             f"kanify would grow the model to {result.params_after:,} parameters, more than "
-            f"max_params={max_params:,}; nothing was converted. Convert less (filter='head' or "
-            f"'mlp-blocks', or a callable) or use a smaller grid_size.\n{result}"
+            f"max_params={max_params:,}; nothing was converted. Convert less (a narrower filter, "
+            f"e.g. 'head') or use a smaller grid_size. What it would have done:\n{result}"
         )
     if (
         warn_growth is not None
