@@ -1,7 +1,8 @@
 """efficient_kan: Kolmogorov-Arnold (B-spline) layers for PyTorch that drop in for ``nn.Linear``.
 
-``KANLinear`` is the layer, ``KAN`` a stack of them, ``kanify`` converts a model's linears, and
-``kan_linear`` is the functional form (fused Triton kernels on CUDA, PyTorch elsewhere).
+``KANLinear`` is the layer, ``KAN`` a stack of them, ``kanify`` converts a model's linears
+(``calibrate``/``update_grids`` place any model's knots on its activations, ``regularization_loss``
+sums its layers' terms), and ``kan_linear`` is the functional form (fused Triton kernels on CUDA, PyTorch elsewhere).
 """
 
 import os as _os
@@ -16,23 +17,28 @@ if not _os.path.isdir(_os.path.join(__path__[0], "kernels")) and _os.path.isfile
     __path__.append(_checkout)
 
 from .bspline import bspline_basis, uniform_grid  # noqa: E402
-from .convert import kanify  # noqa: E402
+from .convert import KanifyResult, kanify  # noqa: E402
 from .functional import kan_linear  # noqa: E402
 from .layer import KAN, KANLinear  # noqa: E402
+from .models import calibrate, regularization_loss, update_grids  # noqa: E402
 from .reference import kan_linear_reference  # noqa: E402
 from .settings import Settings, configure, settings, use  # noqa: E402
 
 __all__ = [
     "KAN",
     "KANLinear",
+    "KanifyResult",
     "Settings",
     "bspline_basis",
+    "calibrate",
     "configure",
     "kan_linear",
     "kan_linear_reference",
     "kanify",
+    "regularization_loss",
     "settings",
     "uniform_grid",
+    "update_grids",
     "use",
 ]
 __version__ = "0.1.0"

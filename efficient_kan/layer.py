@@ -51,10 +51,18 @@ def knot_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def _fit_spline_coefficients(bases: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+# update_grid forms the old splines' values (in, rows, out) directly up to this many elements
+# (512 MiB in float64), and goes through the small Gram products beyond.
+_REFIT_VALUES_MAX_ELEMENTS = 1 << 26
+
+
+def _fit_spline_coefficients(
+    bases: torch.Tensor, values: torch.Tensor | None = None, *, rhs: torch.Tensor | None = None
+) -> torch.Tensor:
     """Least-squares coefficients ``c`` with ``bases @ c ~= values``, independently per feature.
 
-    ``bases (I, N, C)``, ``values (I, N, O)`` -> ``(I, C, O)``, in float64. The minimum-norm
+    ``bases (I, N, C)``, ``values (I, N, O)`` -> ``(I, C, O)``, in float64; or, instead of
+    ``values``, ``rhs = bases^T @ values (I, C, O)`` already formed. The minimum-norm
     solution: bases that no sample touches get coefficient 0 (underdetermined or rank-deficient
     systems are normal here: the initial fit has ``G + 1`` points for ``G + K`` bases, and a grid
     update may leave a basis without samples). Through the pseudo-inverse of the small Gram
@@ -62,7 +70,8 @@ def _fit_spline_coefficients(bases: torch.Tensor, values: torch.Tensor) -> torch
     """
     bases = bases.double()
     gram = bases.transpose(1, 2) @ bases
-    rhs = bases.transpose(1, 2) @ values.double()
+    if rhs is None:
+        rhs = bases.transpose(1, 2) @ values.double()
     return torch.linalg.pinv(gram, hermitian=True, rtol=1e-13) @ rhs
 
 
@@ -73,7 +82,8 @@ class KANLinear(nn.Module):
         in_features, out_features: sizes, as for ``nn.Linear``.
         bias: add a learnable ``bias (out_features,)`` like ``nn.Linear`` (efficient-kan had none;
             use ``bias=False`` to load its checkpoints).
-        grid_size: number of grid intervals ``G`` on ``grid_range``.
+        grid_size: number of grid intervals ``G`` on ``grid_range`` (this and the options after it
+            are keyword-only).
         spline_order: B-spline order ``K`` (3 = cubic); each feature has ``G + K`` bases.
         grid_range: initial knot range ``(lo, hi)``, ``lo < hi``.
         scale_noise: size of the random initial spline coefficients.
@@ -83,7 +93,9 @@ class KANLinear(nn.Module):
         base_activation: an ``nn.Module`` class (instantiated) or instance; ``nn.SiLU`` and
             ``nn.Identity`` run fused on the Triton path, others run in PyTorch.
         grid_eps: in ``update_grid``, the weight of the uniform knots against the adaptive ones.
-        device, dtype: factory arguments, as for ``nn.Linear``.
+        device, dtype: factory arguments, 4th and 5th positional as for ``nn.Linear``. On the
+            ``meta`` device nothing is initialised; ``to_empty(device=...)`` then
+            ``reset_parameters()`` initialises (the pattern large models use).
 
     Attributes:
         backend: ``"auto"`` (Triton on CUDA, PyTorch elsewhere), ``"triton"`` or ``"torch"``.
@@ -94,6 +106,8 @@ class KANLinear(nn.Module):
         in_features: int,
         out_features: int,
         bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         *,
         grid_size: int = 5,
         spline_order: int = 3,
@@ -104,8 +118,6 @@ class KANLinear(nn.Module):
         enable_standalone_scale_spline: bool = True,
         base_activation: type[nn.Module] | nn.Module = nn.SiLU,
         grid_eps: float = 0.02,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_features = _check_positive_int("in_features", in_features)
@@ -187,7 +199,7 @@ class KANLinear(nn.Module):
         # every layer dtype (a float64 layer gets float32-rounded knots, as a cast one would).
         default = knot_dtype(torch.get_default_dtype())
         grid_cpu = uniform_grid(
-            self.in_features, self.grid_size, self.spline_order, self.grid_range, dtype=default
+            self.in_features, self.grid_size, self.spline_order, self.grid_range, device="cpu", dtype=default
         ).to(self.grid.dtype)
         try:
             check_grid(grid_cpu)
@@ -203,7 +215,7 @@ class KANLinear(nn.Module):
             # Small random curves sampled on the grid points, fitted by the splines. Drawn on the
             # CPU, as efficient-kan does, so a seed gives the same layer on every device.
             noise = (
-                (torch.rand(self.grid_size + 1, self.in_features, self.out_features) - 0.5)
+                (torch.rand(self.grid_size + 1, self.in_features, self.out_features, device="cpu") - 0.5)
                 * self.scale_noise
                 / self.grid_size
             )
@@ -306,9 +318,8 @@ class KANLinear(nn.Module):
         old_grid = self.grid.double()
         k, g = self.spline_order, self.grid_size
 
-        # The function to keep: each edge's unscaled spline on the samples, (I, N, O).
+        # The function to keep: each edge's unscaled spline on the samples, B_old @ W.
         old_bases = bspline_basis(xd, old_grid, k).transpose(0, 1)  # (I, N, C)
-        old_values = old_bases @ self.spline_weight.double().permute(1, 2, 0)
 
         x_sorted = torch.sort(xd, dim=0).values
         idx = torch.linspace(0, n - 1, g + 1, dtype=torch.int64, device=x.device)
@@ -338,7 +349,16 @@ class KANLinear(nn.Module):
             ) from None
 
         new_bases = bspline_basis(xd, new_grid.double(), k).transpose(0, 1)
-        coeff = _fit_spline_coefficients(new_bases, old_values)  # (I, C, O)
+        old_weight = self.spline_weight.double().permute(1, 2, 0)  # (I, C, O)
+        if self.in_features * n * self.out_features <= _REFIT_VALUES_MAX_ELEMENTS:
+            coeff = _fit_spline_coefficients(new_bases, old_bases @ old_weight)  # (I, C, O)
+        else:
+            # The values B_old W are (in, rows, out): too large here, so the normal equations'
+            # right side B_new^T (B_old W) is formed as (B_new^T B_old) W instead. The same least
+            # squares, rounded differently, which is why small problems keep the direct form:
+            # training runs that update grids follow their rounding closely.
+            rhs = (new_bases.transpose(1, 2) @ old_bases) @ old_weight
+            coeff = _fit_spline_coefficients(new_bases, rhs=rhs)
         if not bool(torch.isfinite(coeff).all()):
             raise ValueError("update_grid's refit was not finite; the layer was left unchanged")
         self.grid.copy_(new_grid)
