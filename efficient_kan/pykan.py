@@ -29,7 +29,8 @@ What differs from pykan, on purpose:
   data (pykan 0.2 normalises it by the input's spread); pruning uses pykan 0.2's attribution
   scores.
 - After ``auto_symbolic`` the model computes its formulas (as in pykan), and ``fit`` then refits all
-  their constants jointly (a least-squares solve) instead of pykan's gradient steps.
+  their constants jointly (a least-squares solve for squared error, LBFGS for another ``loss_fn``)
+  instead of pykan's gradient steps.
 
 pykan options that have no counterpart raise ``NotImplementedError`` naming the option; none is
 silently ignored. ``from efficient_kan.pykan import *`` also brings ``torch``, ``nn`` and ``np``, as
@@ -656,6 +657,8 @@ class KAN(_KAN):
         defaults (they were identity there), ``sglr_avoid`` as ``singularity_avoiding``, ``device``
         must be the model's.
         """
+        if not args and set(kwargs) == {"mode"} and dataset is True:  # train(mode=False)
+            dataset = kwargs.pop("mode")
         if isinstance(dataset, bool):
             if args or kwargs:
                 raise TypeError("train(mode) takes no other arguments; to train on data pass a dataset dict")
