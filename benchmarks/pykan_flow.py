@@ -30,7 +30,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
+import _output  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 LIB = ["x", "x^2", "x^3", "x^4", "exp", "log", "sqrt", "tanh", "sin", "abs"]
@@ -180,15 +184,29 @@ FLOWS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+class _Help(_output.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every option's help, and the module docstring as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    parser.add_argument(
+        "--impl",
+        choices=["kan", "efficient_kan"],
+        required=True,
+        help="kan: pykan (from kan import *); efficient_kan: efficient_kan.pykan (default: none, required)",
     )
-    parser.add_argument("--impl", choices=["kan", "efficient_kan"], required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--flows", default="symbolic,moons_reg,moons_cls")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for the run")
+    parser.add_argument("--steps", type=int, default=20, help="LBFGS steps of every fit")
+    parser.add_argument(
+        "--flows", default="symbolic,moons_reg,moons_cls", help="comma-separated flows to run, in order"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the flows; prints one JSON line per flow. Writes files only in a temporary directory."""
+    args = build_parser().parse_args(argv)
     checkout = str(Path(__file__).resolve().parents[1])
     start = time.perf_counter()
     kan = importlib.import_module("kan" if args.impl == "kan" else "efficient_kan.pykan")
@@ -218,7 +236,8 @@ def main() -> None:
             )
             print("\n" + json.dumps(result), flush=True)
     os.chdir(checkout)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

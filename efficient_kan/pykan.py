@@ -154,7 +154,9 @@ def _library(lib: Iterable[str] | Mapping[str, tuple] | None) -> dict[str, tuple
 
 
 def ex_round(ex1: Any, n_digit: int) -> Any:
-    """``ex1`` (a sympy expression) with every float rounded to ``n_digit`` decimals (pykan's name)."""
+    """pykan's name for :func:`efficient_kan.interpret.round_formula`: ``ex1`` (a sympy expression)
+    with its constants gathered, then rounded to ``n_digit`` significant digits (pykan rounds each
+    float to ``n_digit`` decimals on its own, which can misstate a composed formula)."""
     return interpret.round_formula(ex1, n_digit)
 
 
