@@ -75,6 +75,18 @@ def _fit_spline_coefficients(
     return torch.linalg.pinv(gram, hermitian=True, rtol=1e-13) @ rhs
 
 
+def _knots_at(grid: torch.Tensor, index: torch.Tensor, spline_order: int) -> torch.Tensor:
+    """Positions at fractional knot indices, linear between knots, per feature: ``(I, len(index))``.
+
+    ``grid (I, G + 2K + 1)`` holds the knots of indices ``-K .. G + K``; ``index`` lies in that range.
+    """
+    pos = index + spline_order
+    left = pos.floor().long().clamp(0, grid.shape[1] - 2)
+    frac = (pos - left).to(grid.dtype)
+    lo, hi = grid[:, left], grid[:, left + 1]
+    return lo + frac * (hi - lo)
+
+
 class KANLinear(nn.Module):
     """A Kolmogorov-Arnold layer with B-spline edge functions; input ``(*, in_features)``.
 
@@ -419,6 +431,73 @@ class KANLinear(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
+    # ------------------------------------------------------------------ grid extension
+    @torch.no_grad()
+    def refine(self, grid_size: int) -> None:
+        """Grid extension (KAN paper, section 2.5): re-express the splines on ``grid_size`` intervals.
+
+        Every edge's spline is refitted by least squares on the new knots so the layer computes the
+        same function: a finer grid starts where the coarse one left off and can then be trained
+        further, which is how KANs reach lower losses with more grid points. The new interior knots
+        follow the current ones (placed by knot index, so an adaptive grid from ``update_grid``
+        keeps its density) and the ``spline_order`` outer knots on each side are kept. When
+        ``grid_size`` is a multiple of the current one every old knot stays a knot and the function
+        is kept exactly (up to rounding), inside the grid range and beyond it. Otherwise, and when
+        coarsening, it is the closest spline in the least-squares sense on points spread over the
+        knots, several per old and per new interval.
+
+        ``grid``, ``spline_weight`` and ``grid_size`` are replaced (``spline_weight`` by a new
+        ``nn.Parameter`` of the new shape, with the same ``requires_grad``): build optimizers after
+        refining. ``base_weight``, ``spline_scaler`` and ``bias`` are unchanged.
+        """
+        new_g = _check_positive_int("grid_size", grid_size)
+        k, g = self.spline_order, self.grid_size
+        old_grid = self.grid.double()
+        device = old_grid.device
+        n_knots = old_grid.shape[1]
+        # Interior knots at index steps g / new_g along the old ones (linear between knots): on a
+        # uniform grid, the uniform grid of new_g intervals. The outer knots stay, so that for a
+        # multiple of g the old knot vector is contained in the new one.
+        interior = _knots_at(
+            old_grid, torch.arange(new_g + 1, dtype=torch.float64, device=device) * (g / new_g), k
+        )
+        new_grid = torch.cat([old_grid[:, :k], interior, old_grid[:, n_knots - k :]], dim=1)
+        # Checked and fitted as stored: in float32 a very fine grid's knots could merge.
+        new_grid = new_grid.to(self.grid.dtype)
+        try:
+            check_grid(new_grid)
+        except ValueError as err:
+            raise ValueError(
+                f"refine would make an invalid grid in {self.grid.dtype} ({err}); "
+                "the layer was left unchanged"
+            ) from None
+        new_grid = new_grid.double()
+        # Fit points spread by knot index over the whole knot span, at least 4 per old and new interval.
+        step = min(1.0, g / new_g) / 4
+        n_points = math.ceil((g + 2 * k) / step) + 1
+        sample_index = torch.linspace(-k, g + k, n_points, dtype=torch.float64, device=device)
+        weight = self.spline_weight.double().permute(1, 2, 0)  # (I, C, O)
+        coeff = torch.empty(
+            self.in_features, new_g + k, self.out_features, dtype=torch.float64, device=device
+        )
+        # In slices of features, so no (features, points, bases) tensor exceeds ~2^22 elements.
+        chunk = max(1, (1 << 22) // (n_points * (new_g + g + 2 * k + self.out_features)))
+        for lo in range(0, self.in_features, chunk):
+            feats = slice(lo, lo + chunk)
+            points = _knots_at(old_grid[feats], sample_index, k).t()  # (N, Ic)
+            old_values = bspline_basis(points, old_grid[feats], k).transpose(0, 1) @ weight[feats]
+            new_bases = bspline_basis(points, new_grid[feats], k).transpose(0, 1)  # (Ic, N, C_new)
+            coeff[feats] = _fit_spline_coefficients(new_bases, old_values)
+        if not bool(torch.isfinite(coeff).all()):
+            raise ValueError("refine's least-squares fit was not finite; the layer was left unchanged")
+        old_weight = self.spline_weight
+        self.grid = new_grid.to(self.grid.dtype).contiguous()
+        self.spline_weight = nn.Parameter(
+            coeff.permute(2, 0, 1).to(old_weight.dtype).contiguous(),
+            requires_grad=old_weight.requires_grad,
+        )
+        self.grid_size = new_g
+
     # ------------------------------------------------------------------ regularisation
     def regularization_loss(
         self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0
@@ -493,6 +572,12 @@ class KAN(nn.Module):
                 layer.update_grid(x)
             x = layer(x)
         return x
+
+    def refine(self, grid_size: int) -> None:
+        """Grid extension of every layer to ``grid_size`` intervals, keeping the function
+        (:meth:`KANLinear.refine`). In place; build optimizers after it."""
+        for layer in self.layers:
+            layer.refine(grid_size)
 
     def regularization_loss(
         self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0

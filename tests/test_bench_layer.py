@@ -143,6 +143,7 @@ SCRIPTS = (
     "kernel_resources",
     "mnist_table",
     "profile_layer",
+    "pykan_flow",
     "vision_table",
 )
 TOOLS = ("compile_only", "host_overhead", "kernel_resources")

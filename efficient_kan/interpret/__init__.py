@@ -6,6 +6,7 @@ matplotlib, sympy, scipy); they are imported only when those functions are calle
 """
 
 from .edges import (
+    attribution_scores,
     edge_function,
     edge_scores,
     edge_values,
@@ -15,7 +16,7 @@ from .edges import (
 )
 from .fitting import create_dataset, fit, sample_regularization
 from .plot import input_importance, plot, plot_input_heatmap
-from .prune import prune, slice_layer
+from .prune import mask_pruned_gradients, prune, prune_edges, set_edge_mask, slice_layer
 from .symbolic import (
     SYMBOLIC_LIB,
     SymbolicEdge,
@@ -24,6 +25,7 @@ from .symbolic import (
     fix_symbolic,
     refine_symbolic,
     round_formula,
+    suggest_symbolic,
     symbolic_formula,
     symbolic_forward,
 )
@@ -31,6 +33,7 @@ from .symbolic import (
 __all__ = [
     "SYMBOLIC_LIB",
     "SymbolicEdge",
+    "attribution_scores",
     "auto_symbolic",
     "create_dataset",
     "edge_function",
@@ -42,14 +45,18 @@ __all__ = [
     "fix_symbolic",
     "layer_edge_scores",
     "layer_inputs",
+    "mask_pruned_gradients",
     "node_scores",
     "plot",
     "plot_input_heatmap",
     "prune",
+    "prune_edges",
     "refine_symbolic",
     "round_formula",
     "sample_regularization",
+    "set_edge_mask",
     "slice_layer",
+    "suggest_symbolic",
     "symbolic_formula",
     "symbolic_forward",
 ]

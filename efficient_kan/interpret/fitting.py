@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..layer import KAN
 from .edges import DEFAULT_MAX_ELEMENTS, _check_model, _phi, layer_edge_scores
+from .prune import mask_pruned_gradients
 
 __all__ = ["create_dataset", "fit", "sample_regularization"]
 
@@ -125,6 +126,7 @@ def fit(
     metrics: Sequence[Metric] | Mapping[str, Metric] | None = None,
     seed: int = 0,
     log: int = 0,
+    callback: Callable[[int, dict[str, list[float]]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``dataset`` (pykan's ``fit`` loop); returns the history.
 
@@ -144,6 +146,10 @@ def fit(
         metrics: zero-argument callables (recorded under their ``__name__``) or a name -> callable
             mapping, evaluated after every step.
         seed: seeds the batch sampling (a private generator). log: print every ``log`` steps.
+        callback: called after every step as ``callback(step, history)`` (progress bars).
+
+    Edges removed by :func:`~efficient_kan.interpret.prune_edges` stay zero: their gradients are
+    zeroed before every optimiser step.
 
     Returns:
         ``{"train_loss", "test_loss", "reg", *metrics}``: lists with one value per step
@@ -216,6 +222,7 @@ def fit(
             fit_loss = loss_fn(pred, yb)
             loss = fit_loss + lamb * reg
             loss.backward()
+            mask_pruned_gradients(model)
             record["train"], record["reg"] = fit_loss.detach(), reg.detach()
             return loss
 
@@ -227,6 +234,8 @@ def fit(
         history["reg"].append(float(record["reg"]))
         for name, metric in named.items():
             history[name].append(float(metric()))
+        if callback is not None:
+            callback(step, history)
         if log and (step % log == 0 or step == steps - 1):
             extra = " ".join(f"{k}={v[-1]:.4g}" for k, v in history.items() if k not in ("train_loss",))
             print(f"step {step:4d}  train_loss={history['train_loss'][-1]:.4g} {extra}")

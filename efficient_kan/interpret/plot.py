@@ -63,6 +63,7 @@ def plot(
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    beta: float | None = None,
 ) -> Any:
     """Draw ``model``'s network on data ``x``; returns the matplotlib ``Figure`` (saved if ``path``).
 
@@ -74,6 +75,8 @@ def plot(
             ``max_edges`` edges and neither set draw their ``max_edges`` most important.
         max_insets: a layer draws function insets only if it draws at most this many edges.
         n_points: points per inset curve. in_vars / out_vars: node labels.
+        beta: if given, an edge's opacity is ``tanh(beta * score)`` (pykan's rule, on scores
+            relative to the layer's largest) instead of the relative score itself.
     """
     Figure = _figure_class()
     model = _check_model(model)
@@ -105,7 +108,8 @@ def plot(
         hi = acts[l].amax(0).cpu()
         for o, i in drawn:
             x0, x1 = node_x(widths[l], i), node_x(widths[l + 1], o)
-            alpha = float(rel[o, i].clamp(0.05, 1.0))
+            opacity = rel[o, i] if beta is None else torch.tanh(beta * rel[o, i])
+            alpha = float(opacity.clamp(0.05, 1.0))
             ax.plot([x0, x1], [l, l + 1], color="black", alpha=alpha, lw=1.0, zorder=1)
             if insets:
                 t = torch.linspace(float(lo[i]), float(hi[i]), n_points, dtype=lay.base_weight.dtype)

@@ -35,6 +35,7 @@ __all__ = [
     "fix_symbolic",
     "refine_symbolic",
     "round_formula",
+    "suggest_symbolic",
     "symbolic_formula",
     "symbolic_forward",
 ]
@@ -628,3 +629,42 @@ def _round_constants(expr: Any, digits: int) -> Any:
         kept = [t for t in expr.args if _coefficient(t) >= floor]
         return sympy.Add(*(_round_constants(t, digits) for t in kept))
     return expr.func(*(_round_constants(arg, digits) for arg in expr.args))
+
+
+@torch.no_grad()
+def suggest_symbolic(
+    model: KAN,
+    layer: int,
+    i: int,
+    o: int,
+    lib: LibSpec | None = None,
+    *,
+    x: torch.Tensor | None = None,
+    topk: int | None = 5,
+    weight_simple: float = 0.8,
+    r2_tolerance: float = 1e-4,
+    n_samples: int = 200,
+    **fit_kwargs,
+) -> list[tuple[SymbolicEdge, float]]:
+    """The library functions that best fit edge ``(layer, i -> o)``, best first; fixes nothing.
+
+    Every candidate of ``lib`` is fitted as in :func:`auto_symbolic` (same sampling, same score:
+    ``(1 - weight_simple) * log2(max(1 - R^2, r2_tolerance)) + weight_simple * complexity``, lower
+    is better). Returns ``[(edge, score), ...]`` for the ``topk`` best (all if ``topk`` is None);
+    :func:`auto_symbolic` would pick the first. To use one: ``fix_symbolic(model, layer, i, o, name)``.
+    """
+    model = _check_model(model)
+    _check_edge(model, layer, i, o)
+    library = _resolve_lib(lib)
+    if not library:
+        raise ValueError("the symbolic library is empty")
+    if topk is not None and topk < 1:
+        raise ValueError(f"topk must be >= 1 or None, got {topk}")
+    acts = layer_inputs(model, x) if x is not None else None
+    t = _edge_samples(model, layer, i, acts, n_samples)
+    y = edge_function(model.layers[layer], o, i, t)
+    fits = [fit_edge(t, y, name, spec, **fit_kwargs) for name, spec in library.items()]
+    ranked = sorted(
+        ((edge, _score(edge, weight_simple, r2_tolerance)) for edge in fits), key=lambda pair: pair[1]
+    )  # sorted() is stable: ties keep library order, as auto_symbolic's min() does
+    return ranked if topk is None else ranked[:topk]
