@@ -311,6 +311,58 @@ def test_update_grid_synced_leaves_ranks_identical(tmp_path):
     assert not torch.equal(r0["naive"]["layers.0.grid"], r1["naive"]["layers.0.grid"])
 
 
+def _os_threads() -> dict[int, str]:
+    """This process's OS threads (Linux): thread id -> name."""
+    threads = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            threads[int(task.name)] = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            pass
+    return threads
+
+
+def _teardown_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    before = _os_threads()
+    cfg = TrainConfig(
+        dataset="mnist-5k",
+        widths=(784, 8, 10),
+        epochs=1,
+        train_limit=128,
+        test_limit=100,
+        device="cpu",
+        quiet=True,
+    )
+    result = run(cfg, log=lambda _msg: None)
+    left = {tid: name for tid, name in _os_threads().items() if tid not in before}
+    Path(out_dir, f"rank{rank}.json").write_text(
+        json.dumps({"world_size": result.results["world_size"], "threads_left": sorted(left.values())})
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_distributed_run_leaves_no_threads_behind(tmp_path):
+    """After run() under DDP, the process group it created is gone with its gloo threads.
+
+    A group kept alive by stray references (torch.distributed.nn's default arguments bind the
+    group when that module is first imported, which DDP does) leaves gloo's threads running into
+    interpreter exit, where they can abort a rank that finished its work.
+    """
+    torch.multiprocessing.spawn(_teardown_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["world_size"] == 2
+        assert report["threads_left"] == [], f"rank {rank}: threads still running: {report['threads_left']}"
+
+
 def test_torchrun_two_ranks_gloo(tmp_path):
     out = tmp_path / "ddp.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
