@@ -12,8 +12,9 @@ gathers the batch from all ranks, updates every rank on the same samples and the
 0's parameters and buffers, so all ranks hold bit-identical models afterwards. At the end of a
 distributed run :func:`ranks_identical` checks exactly that.
 
-``tqdm`` is optional (progress bars are skipped without it); nothing here needs ``torchvision``
-unless a dataset has to be downloaded.
+``tqdm`` is optional: progress bars are drawn only where it is installed and stderr is a terminal;
+the one line per epoch is printed either way (unless ``quiet``). Nothing here needs
+``torchvision`` unless a dataset has to be downloaded.
 """
 
 from __future__ import annotations
@@ -433,13 +434,25 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
+    """A tqdm bar on stderr, or ``None``: when disabled, without tqdm, or when stderr is no terminal.
+
+    Redirected to a file, a bar's redraws pile up as lines of bars; the per-epoch summary line
+    says what is needed there.
+    """
+    if not enabled or not _is_terminal(sys.stderr):
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def run(
@@ -525,7 +538,13 @@ def _train(
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, global_step, history = ckpt["epoch"], ckpt["global_step"], list(ckpt["history"])
-        say(f"resumed from {save_path} after epoch {start_epoch}/{cfg.epochs}")
+        if start_epoch >= cfg.epochs:
+            say(
+                f"{save_path} already holds {start_epoch} epochs (--epochs {cfg.epochs}): nothing left "
+                "to train; evaluating the checkpoint"
+            )
+        else:
+            say(f"resumed from {save_path} after epoch {start_epoch}/{cfg.epochs}")
     elif cfg.resume:
         say(f"no checkpoint at {save_path} yet; starting from scratch")
 
@@ -638,15 +657,25 @@ def _train(
     identical = ranks_identical(raw, ctx)
     mem, mem_kind = peak_memory_mib(device)
     (mem,) = _all_reduce([mem], device, ctx, op=dist.ReduceOp.MAX)
+    epochs_trained = max(cfg.epochs - start_epoch, 0)
     results = _summarise(cfg, data, params, history, test_loss, test_acc, device, ctx, mem, mem_kind)
+    results["epochs_trained"] = epochs_trained
+    if not epochs_trained:
+        # The history's timings are those of the run that wrote the checkpoint: reporting them as
+        # this run's throughput would present old measurements as new ones.
+        for key in _THROUGHPUT_KEYS:
+            results[key] = None
     results["memory_before_training_mib"] = mem_before
     results["ranks_identical"] = identical
     if ctx.is_main:
-        say(
-            f"test accuracy {test_acc:.2%} (loss {test_loss:.4f}) | {params:,} parameters | "
-            f"{_fmt(results['train_samples_per_s'], ',.0f')} train samples/s | "
-            f"peak memory {mem:,.1f} MiB ({'CUDA max allocated' if device.type == 'cuda' else 'peak RSS'})"
-        )
+        if epochs_trained:
+            done = (
+                f"{_fmt(results['train_samples_per_s'], ',.0f')} train samples/s | "
+                f"peak memory {mem:,.1f} MiB ({'CUDA max allocated' if device.type == 'cuda' else 'peak RSS'})"
+            )
+        else:
+            done = f"nothing trained in this run (the checkpoint holds epoch {start_epoch}/{cfg.epochs})"
+        say(f"test accuracy {test_acc:.2%} (loss {test_loss:.4f}) | {params:,} parameters | {done}")
         if identical is False:
             say("warning: the ranks' models differ at the end of training")
         if cfg.json:
@@ -656,6 +685,17 @@ def _train(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(results, indent=2) + "\n")
     return RunResult(results=results, model=raw)
+
+
+# What _summarise derives from the epochs' timings.
+_THROUGHPUT_KEYS = (
+    "train_samples_per_s",
+    "train_steps_per_s",
+    "s_per_epoch",
+    "steady_train_samples_per_s",
+    "steady_train_steps_per_s",
+    "steady_s_per_epoch",
+)
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -7,6 +7,7 @@ samples; no test touches the network (downloads are disabled or replaced by a st
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ from efficient_kan.data import DatasetUnavailable, load_bundled, load_dataset
 from efficient_kan.training import DistContext, TrainConfig, run, update_grid_synced
 
 REPO = Path(__file__).resolve().parents[1]
+_REAL_DOWNLOAD = mnist_mod._download  # the autouse fixture below replaces it with a failing stub
 # CPU even where a GPU is present: these are CPU tests (the DDP one is 2 gloo processes).
 SMALL = ["--dataset", "mnist-5k", "--train-limit", "384", "--test-limit", "300", "--device", "cpu", "--quiet"]
 SMALL_MODEL = ["--widths", "784,16,10"]
@@ -123,6 +125,38 @@ def test_named_dataset_never_falls_back(tmp_path, monkeypatch, name, hint):
     assert hint in message and "train-images-idx3-ubyte.gz" in message and str(tmp_path) in message
 
 
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch, name, folder):
+    torchvision = pytest.importorskip("torchvision")
+
+    class Unreachable:
+        """Like torchvision's MNIST classes offline: makes root/<Folder>/raw, then fails."""
+
+        def __init__(self, root, train=True, download=False):
+            Path(root, folder, "raw").mkdir(parents=True, exist_ok=True)
+            raise RuntimeError(
+                "Error downloading train-images-idx3-ubyte.gz:\nTried mirror, got:\nno network"
+            )
+
+    monkeypatch.setattr(mnist_mod, "_download", _REAL_DOWNLOAD)
+    monkeypatch.setattr(mnist_mod, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Unreachable)
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Unreachable)
+    fresh = tmp_path / "fresh" / "data"  # neither folder exists yet: the attempt makes both
+    with pytest.raises(DatasetUnavailable, match="download failed"):
+        load_dataset(name, fresh, log=None)
+    assert not (tmp_path / "fresh").exists()
+
+    kept = tmp_path / "kept"
+    (kept / folder).mkdir(parents=True)  # existed before the attempt: stays, although empty
+    with pytest.raises(DatasetUnavailable, match="download failed"):
+        load_dataset(name, kept, log=None)
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == [
+        "kept",
+        f"kept/{folder}",
+    ]
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_default_dataset_falls_back_offline(tmp_path, capsys):
     results = train_mnist.main(
@@ -198,6 +232,50 @@ def test_cli_progress_and_epoch_lines(capsys):
     out = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("epoch ") for line in out) == 2
     assert any(line.startswith("test accuracy") and "parameters" in line and "MiB" in line for line in out)
+
+
+def test_progress_bars_only_on_a_terminal(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    # Captured (like a file), stderr is no terminal: no bar, the one line per epoch only.
+    train_mnist.main(SMALL[:-1] + SMALL_MODEL + ["--epochs", "2"])
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert [line.split("  ")[0] for line in captured.out.splitlines() if line.startswith("epoch ")] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    train_mnist.main(SMALL[:-1] + SMALL_MODEL + ["--epochs", "1"])
+    assert "epoch 1/1" in terminal.getvalue() and "step" in terminal.getvalue()  # the bar
+
+
+def test_resume_with_no_epochs_left_trains_nothing_and_says_so(tmp_path, capsys):
+    ckpt = tmp_path / "run.pt"
+    first = train_mnist.main(SMALL + SMALL_MODEL + ["--epochs", "2", "--save", str(ckpt)])
+    capsys.readouterr()
+    again = train_mnist.main(
+        SMALL
+        + SMALL_MODEL
+        + ["--epochs", "2", "--save", str(ckpt), "--resume", "--json", str(tmp_path / "r.json")]
+    )
+    out = capsys.readouterr().out
+    assert "nothing left to train" in out and "resumed from" not in out
+    final = [line for line in out.splitlines() if line.startswith("test accuracy")]
+    assert len(final) == 1 and "nothing trained in this run" in final[0] and "samples/s" not in final[0]
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert first["epochs_trained"] == 2 and first["train_samples_per_s"] > 0
+    assert written["epochs_trained"] == 0
+    for key in ("train_samples_per_s", "train_steps_per_s", "s_per_epoch", "steady_train_samples_per_s"):
+        assert written[key] is None, key
+    # The checkpoint's own per-epoch records (with their timings) are kept, and the model evaluated.
+    assert written["history"] == json.loads(json.dumps(first["history"]))
+    assert again["test_accuracy"] == first["test_accuracy"]
 
 
 @pytest.mark.parametrize(
