@@ -7,6 +7,7 @@ samples; no test touches the network (downloads are disabled or replaced by a st
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ from efficient_kan.data import DatasetUnavailable, load_bundled, load_dataset
 from efficient_kan.training import DistContext, TrainConfig, run, update_grid_synced
 
 REPO = Path(__file__).resolve().parents[1]
+_REAL_DOWNLOAD = mnist_mod._download  # the autouse fixture below replaces it with a failing stub
 # CPU even where a GPU is present: these are CPU tests (the DDP one is 2 gloo processes).
 SMALL = ["--dataset", "mnist-5k", "--train-limit", "384", "--test-limit", "300", "--device", "cpu", "--quiet"]
 SMALL_MODEL = ["--widths", "784,16,10"]
@@ -123,6 +125,38 @@ def test_named_dataset_never_falls_back(tmp_path, monkeypatch, name, hint):
     assert hint in message and "train-images-idx3-ubyte.gz" in message and str(tmp_path) in message
 
 
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch, name, folder):
+    torchvision = pytest.importorskip("torchvision")
+
+    class Unreachable:
+        """Like torchvision's MNIST classes offline: makes root/<Folder>/raw, then fails."""
+
+        def __init__(self, root, train=True, download=False):
+            Path(root, folder, "raw").mkdir(parents=True, exist_ok=True)
+            raise RuntimeError(
+                "Error downloading train-images-idx3-ubyte.gz:\nTried mirror, got:\nno network"
+            )
+
+    monkeypatch.setattr(mnist_mod, "_download", _REAL_DOWNLOAD)
+    monkeypatch.setattr(mnist_mod, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Unreachable)
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Unreachable)
+    fresh = tmp_path / "fresh" / "data"  # neither folder exists yet: the attempt makes both
+    with pytest.raises(DatasetUnavailable, match="download failed"):
+        load_dataset(name, fresh, log=None)
+    assert not (tmp_path / "fresh").exists()
+
+    kept = tmp_path / "kept"
+    (kept / folder).mkdir(parents=True)  # existed before the attempt: stays, although empty
+    with pytest.raises(DatasetUnavailable, match="download failed"):
+        load_dataset(name, kept, log=None)
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == [
+        "kept",
+        f"kept/{folder}",
+    ]
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_default_dataset_falls_back_offline(tmp_path, capsys):
     results = train_mnist.main(
@@ -198,6 +232,50 @@ def test_cli_progress_and_epoch_lines(capsys):
     out = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("epoch ") for line in out) == 2
     assert any(line.startswith("test accuracy") and "parameters" in line and "MiB" in line for line in out)
+
+
+def test_progress_bars_only_on_a_terminal(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    # Captured (like a file), stderr is no terminal: no bar, the one line per epoch only.
+    train_mnist.main(SMALL[:-1] + SMALL_MODEL + ["--epochs", "2"])
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert [line.split("  ")[0] for line in captured.out.splitlines() if line.startswith("epoch ")] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    train_mnist.main(SMALL[:-1] + SMALL_MODEL + ["--epochs", "1"])
+    assert "epoch 1/1" in terminal.getvalue() and "step" in terminal.getvalue()  # the bar
+
+
+def test_resume_with_no_epochs_left_trains_nothing_and_says_so(tmp_path, capsys):
+    ckpt = tmp_path / "run.pt"
+    first = train_mnist.main(SMALL + SMALL_MODEL + ["--epochs", "2", "--save", str(ckpt)])
+    capsys.readouterr()
+    again = train_mnist.main(
+        SMALL
+        + SMALL_MODEL
+        + ["--epochs", "2", "--save", str(ckpt), "--resume", "--json", str(tmp_path / "r.json")]
+    )
+    out = capsys.readouterr().out
+    assert "nothing left to train" in out and "resumed from" not in out
+    final = [line for line in out.splitlines() if line.startswith("test accuracy")]
+    assert len(final) == 1 and "nothing trained in this run" in final[0] and "samples/s" not in final[0]
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert first["epochs_trained"] == 2 and first["train_samples_per_s"] > 0
+    assert written["epochs_trained"] == 0
+    for key in ("train_samples_per_s", "train_steps_per_s", "s_per_epoch", "steady_train_samples_per_s"):
+        assert written[key] is None, key
+    # The checkpoint's own per-epoch records (with their timings) are kept, and the model evaluated.
+    assert written["history"] == json.loads(json.dumps(first["history"]))
+    assert again["test_accuracy"] == first["test_accuracy"]
 
 
 @pytest.mark.parametrize(
@@ -309,6 +387,58 @@ def test_update_grid_synced_leaves_ranks_identical(tmp_path):
     # The grids really moved (to the gathered data), and without the sync the ranks would differ.
     assert not torch.allclose(r0["synced"]["layers.0.grid"], uniform_grid(6, 5, 3))
     assert not torch.equal(r0["naive"]["layers.0.grid"], r1["naive"]["layers.0.grid"])
+
+
+def _os_threads() -> dict[int, str]:
+    """This process's OS threads (Linux): thread id -> name."""
+    threads = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            threads[int(task.name)] = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            pass
+    return threads
+
+
+def _teardown_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    before = _os_threads()
+    cfg = TrainConfig(
+        dataset="mnist-5k",
+        widths=(784, 8, 10),
+        epochs=1,
+        train_limit=128,
+        test_limit=100,
+        device="cpu",
+        quiet=True,
+    )
+    result = run(cfg, log=lambda _msg: None)
+    left = {tid: name for tid, name in _os_threads().items() if tid not in before}
+    Path(out_dir, f"rank{rank}.json").write_text(
+        json.dumps({"world_size": result.results["world_size"], "threads_left": sorted(left.values())})
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_distributed_run_leaves_no_threads_behind(tmp_path):
+    """After run() under DDP, the process group it created is gone with its gloo threads.
+
+    A group kept alive by stray references (torch.distributed.nn's default arguments bind the
+    group when that module is first imported, which DDP does) leaves gloo's threads running into
+    interpreter exit, where they can abort a rank that finished its work.
+    """
+    torch.multiprocessing.spawn(_teardown_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["world_size"] == 2
+        assert report["threads_left"] == [], f"rank {rank}: threads still running: {report['threads_left']}"
 
 
 def test_torchrun_two_ranks_gloo(tmp_path):

@@ -222,17 +222,31 @@ def _download(name: str, data_dir: Path, timeout: float) -> None:
     except ImportError as err:
         raise DatasetUnavailable(f"torchvision is not installed ({err})") from None
     cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}[name]
+    # torchvision creates data_dir/<Folder>/raw before it fetches anything; a failed attempt must
+    # not leave those folders behind empty.
+    raw = data_dir / _TORCHVISION_FOLDER[name] / "raw"
+    new_dirs = [d for d in (raw, *raw.parents) if not d.exists()]  # deepest first
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             cls(str(data_dir), train=True, download=True)
     except Exception as err:  # noqa: BLE001 - any failure means "no data": report it in one line
+        _remove_empty(new_dirs)
         first_line = str(err).strip().splitlines()
         reason = " ".join(line.strip() for line in first_line[-1:]) or type(err).__name__
         raise DatasetUnavailable(f"download failed ({reason})") from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    """Remove those of ``dirs`` (deepest first) that exist and are empty; keep any with files."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # gone already, or holds something: leave it
+            pass
 
 
 def _how_to_provide(name: str, data_dir: Path) -> str:

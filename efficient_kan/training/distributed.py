@@ -54,6 +54,13 @@ def setup_distributed(device_type: str) -> DistContext:
     if world <= 1 and not dist.is_initialized():
         return DistContext()
     if not dist.is_initialized():
+        # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments when it
+        # is first imported, and DistributedDataParallel imports it (through torch._dynamo) on
+        # construction. Imported after the group exists, those defaults keep the group alive
+        # past destroy_process_group(), with gloo's threads running into interpreter exit, where
+        # they can abort the process. Imported now, the defaults are None.
+        import torch.distributed.nn  # noqa: F401
+
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return DistContext(
         rank=dist.get_rank(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -127,9 +128,11 @@ def _train(
     test_loss, test_acc = evaluate(
         state.model, *test_shard, batch_size=cfg.eval_batch_size, amp=cfg.amp, ctx=ctx
     )
+    trained = max(cfg.epochs - state.start_epoch, 0)
     results = finish(
-        cfg, data, state.raw, state.params, state.history, (test_loss, test_acc), device, ctx, mem_before, say
-    )
+        cfg, data, state.raw, state.params, state.history, (test_loss, test_acc), device, ctx, mem_before, say,
+        epochs_trained=trained,
+    )  # fmt: skip
     return RunResult(results=results, model=state.raw)
 
 
@@ -212,7 +215,11 @@ def _build_state(
         raw.load_state_dict(ckpt["model"])
         state.start_epoch, state.global_step = ckpt["epoch"], ckpt["global_step"]
         state.history = list(ckpt["history"])
-        say(f"resumed from {save_path} after epoch {state.start_epoch}/{cfg.epochs}")
+        if state.start_epoch >= cfg.epochs:
+            say(f"{save_path} already holds {state.start_epoch} epochs (--epochs {cfg.epochs}): "
+                "nothing left to train; evaluating the checkpoint")  # fmt: skip
+        else:
+            say(f"resumed from {save_path} after epoch {state.start_epoch}/{cfg.epochs}")
     elif cfg.resume:
         say(f"no checkpoint at {save_path} yet; starting from scratch")
     if ctx.enabled:
@@ -279,13 +286,22 @@ def _shard(n: int, epoch: int, seed: int, ctx: DistContext) -> torch.Tensor:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
+    """A tqdm bar on stderr, or ``None``: when disabled, without tqdm, or when stderr is no terminal
+    (redirected to a file, a bar's redraws pile up as lines; the per-epoch line says what is needed)."""
+    if not enabled or not _is_terminal(sys.stderr):
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _train_epoch(

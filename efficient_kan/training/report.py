@@ -33,21 +33,33 @@ def finish(
     ctx: DistContext,
     mem_before: float,
     say: Callable[[str], None],
+    *,
+    epochs_trained: int,
 ) -> dict[str, Any]:
-    """Gather the results on every rank; rank 0 prints the summary and writes ``--json``."""
+    """Gather the results on every rank; rank 0 prints the summary and writes ``--json``.
+
+    With no epoch trained in this run (a resumed, finished checkpoint) the throughput fields are
+    None: the history's timings are those of the run that wrote the checkpoint."""
     identical = ranks_identical(raw, ctx)
     mem, mem_kind = peak_memory_mib(device)
     (mem,) = all_reduce([mem], device, ctx, op=dist.ReduceOp.MAX)
     results = summarise(cfg, data, params, history, test, device, ctx, mem, mem_kind)
+    results["epochs_trained"] = epochs_trained
+    if not epochs_trained:
+        for key in _THROUGHPUT_KEYS:
+            results[key] = None
     results["memory_before_training_mib"] = mem_before
     results["ranks_identical"] = identical
     if not ctx.is_main:
         return results
-    say(
-        f"test accuracy {test[1]:.2%} (loss {test[0]:.4f}) | {params:,} parameters | "
-        f"{_fmt(results['train_samples_per_s'], ',.0f')} train samples/s | "
-        f"peak memory {mem:,.1f} MiB ({'CUDA max allocated' if device.type == 'cuda' else 'peak RSS'})"
-    )
+    if epochs_trained:
+        done = (
+            f"{_fmt(results['train_samples_per_s'], ',.0f')} train samples/s | "
+            f"peak memory {mem:,.1f} MiB ({'CUDA max allocated' if device.type == 'cuda' else 'peak RSS'})"
+        )
+    else:
+        done = f"nothing trained in this run (the checkpoint holds epoch {len(history)}/{cfg.epochs})"
+    say(f"test accuracy {test[1]:.2%} (loss {test[0]:.4f}) | {params:,} parameters | {done}")
     if identical is False:
         say("warning: the ranks' models differ at the end of training")
     if cfg.json:
@@ -55,6 +67,17 @@ def finish(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+# What summarise derives from the epochs' timings.
+_THROUGHPUT_KEYS = (
+    "train_samples_per_s",
+    "train_steps_per_s",
+    "s_per_epoch",
+    "steady_train_samples_per_s",
+    "steady_train_steps_per_s",
+    "steady_s_per_epoch",
+)
 
 
 def _fmt(value: float | None, spec: str) -> str:
