@@ -81,6 +81,11 @@ def test_kan_places_select_exactly_those_linears(arch, place, expected):
     assert model(torch.randn(3, 784)).shape == (3, 10)
 
 
+def test_unknown_kan_place_is_a_config_error():
+    with pytest.raises(ConfigError, match="mlp-blocks"):
+        build_vision_model("cnn", (1, 28, 28), kan="heads")
+
+
 def test_vit_all_is_head_and_mlp_blocks_and_cifar_shapes_work():
     model = build_vision_model("vit", (3, 32, 32), kan="all")
     assert len(_kan_names(model)) == 5

@@ -25,7 +25,6 @@ from .models import (
     build_model,
     build_vision_model,
     count_parameters,
-    kan_filter,
     make_mlp,
     small_vit,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "count_parameters",
     "device_description",
     "evaluate",
-    "kan_filter",
     "make_mlp",
     "peak_memory_mib",
     "ranks_identical",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
 from ..convert import kanify
 from ..layer import KAN
-from .config import ConfigError, TrainConfig
+from .config import KAN_PLACES, ConfigError, TrainConfig
 
 __all__ = [
     "SmallCNN",
@@ -17,7 +17,6 @@ __all__ = [
     "build_model",
     "build_vision_model",
     "count_parameters",
-    "kan_filter",
     "make_mlp",
     "small_vit",
 ]
@@ -98,39 +97,6 @@ def small_vit(image_shape: tuple[int, int, int], hidden: int = 128, num_classes:
     return nn.Sequential(nn.Unflatten(1, image_shape), vit)
 
 
-def kan_filter(place: str, model: nn.Module) -> Callable[[nn.Module, str], bool]:
-    """The ``kanify`` filter for ``--kan place`` on a :class:`SmallCNN` or :func:`small_vit` model.
-
-    - ``head``: the final classifier linear only (the last ``nn.Linear`` registered: the CNN's
-      ``head``, the ViT's ``heads.head``).
-    - ``mlp-blocks``: the hidden MLP linears: both linears of every torchvision ``MLPBlock`` in
-      the ViT, the linear of the CNN's ``mlp``.
-    - ``all``: every ``nn.Linear`` except ``MultiheadAttention.out_proj`` (attention reads its
-      weight directly, so ``kanify`` cannot replace it): for these two models, head + mlp-blocks.
-
-    For these two models ``head`` and ``mlp-blocks`` select what ``kanify``'s filter presets of
-    the same names select, where kanify has them; this function is the one place to swap for them.
-    """
-    from torchvision.models.vision_transformer import MLPBlock
-
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    in_mlp_block = {
-        f"{parent}.{child}" if parent else child
-        for parent, block in model.named_modules()
-        if isinstance(block, MLPBlock)
-        for child, m in block.named_modules()
-        if isinstance(m, nn.Linear)
-    }
-    cnn_hidden = {n for n in linears if isinstance(model, SmallCNN) and n.startswith("mlp.")}
-    head = {linears[-1]}
-    chosen = {
-        "head": head,
-        "mlp-blocks": in_mlp_block | cnn_hidden,
-        "all": {n for n in linears if not n.endswith("out_proj")},
-    }[place]
-    return lambda _linear, name: name in chosen
-
-
 def build_vision_model(
     arch: str,
     image_shape: tuple[int, int, int],
@@ -148,12 +114,16 @@ def build_vision_model(
         model = small_vit(image_shape, hidden)
     else:
         raise ConfigError(f"unknown vision architecture {arch!r}; choose cnn or vit")
+    if kan not in KAN_PLACES:
+        raise ConfigError(f"unknown --kan {kan!r}; choose one of {', '.join(KAN_PLACES)}")
     if kan != "none":
         with warnings.catch_warnings():
-            # kanify warns about every MultiheadAttention.out_proj before asking the filter; the
-            # filter above leaves them out by design (kan_filter's docstring), so the warning is noise.
+            # kanify warns about every MultiheadAttention.out_proj (attention reads its weight
+            # directly, so it stays nn.Linear by design): expected here, so not worth a warning.
             warnings.filterwarnings("ignore", message="kanify left")
-            kanify(model, filter=kan_filter(kan, model), grid_size=grid_size, spline_order=spline_order)
+            kanify(
+                model, filter=None if kan == "all" else kan, grid_size=grid_size, spline_order=spline_order
+            )
     return model
 
 
