@@ -20,10 +20,10 @@ command as it is).
 Examples::
 
     # CPU trial, smallest rows, bundled subset (a few minutes on 2 cores)
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset mnist-5k --rows 784,10 784,48,10 --threads 1
+    python benchmarks/mnist_table.py --dataset mnist-5k --rows 784,10 784,48,10 --threads 1
     # GPU, everything, 10 epochs x 3 seeds, for the committed tables; repeat until it says "complete"
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset fashion-mnist --max-minutes 8 --publish
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset mnist-5k --max-minutes 8 --publish
+    python benchmarks/mnist_table.py --dataset fashion-mnist --max-minutes 8 --publish
+    python benchmarks/mnist_table.py --dataset mnist-5k --max-minutes 8 --publish
 
 A machine without a package registry has no /usr/share/datasets/fashion-mnist: copy the four files
 into the (git-ignored) ``data/fashion-mnist/`` first, where ``--data-dir data`` finds them
@@ -49,6 +49,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
+    # This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402

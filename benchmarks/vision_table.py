@@ -26,11 +26,11 @@ With ``EPOCHS`` = 3 for the CNN and 1 for the ViT: 3 seeds x (3 x 386 + 1 x 869)
 of training, plus evaluation after each epoch and 30 process starts: about two hours. On a quiet
 machine expect less. Full CPU table::
 
-    PYTHONPATH=. python benchmarks/vision_table.py --dataset fashion-mnist --threads 1 --publish
+    python benchmarks/vision_table.py --dataset fashion-mnist --threads 1 --publish
 
 GPU table (same rows, same epochs, one command)::
 
-    PYTHONPATH=. python benchmarks/vision_table.py --dataset fashion-mnist --device cuda --publish
+    python benchmarks/vision_table.py --dataset fashion-mnist --device cuda --publish
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
+    # This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402

@@ -8,6 +8,7 @@ the omission and only ``pip install .`` shows it.
 from __future__ import annotations
 
 import fnmatch
+import os
 import shutil
 import subprocess
 import sys
@@ -95,3 +96,35 @@ def test_wheel_holds_every_module_and_data_file(tmp_path):
         expected |= {f"{prefix}/{p.name}" for p in folder.glob("*.py")}
         expected |= {f"{prefix}/{f}" for f in _data_files(folder)}
     assert not expected - shipped, f"the wheel lacks {sorted(expected - shipped)}"
+
+
+def _uninstalled_copy(root: Path) -> Path:
+    """A copy of the package's sources laid out like a checkout, installed nowhere."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in SOURCES.values():
+        shutil.copytree(folder, root / folder.name, ignore=ignore)
+    return root
+
+
+def test_this_checkout_runs_its_own_kernels():
+    """The tests themselves exercise this checkout's kernels, not another copy's."""
+    import efficient_kan.kernels
+
+    assert Path(efficient_kan.kernels.__file__).resolve().parent == REPO / "kernels"
+
+
+@pytest.mark.parametrize("site", [False, True], ids=["no-site-packages", "with-site-packages"])
+def test_uninstalled_checkout_says_to_install(tmp_path, site):
+    """Importing efficient_kan from a checkout that is not installed stops at once and says how to
+    fix it: without site-packages the kernels are nowhere; with them, an editable install of
+    another checkout (this one, in CI) would otherwise lend its kernels silently."""
+    copy = _uninstalled_copy(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    flags = [] if site else ["-S"]
+    proc = subprocess.run(
+        [sys.executable, *flags, "-c", "import efficient_kan"],
+        cwd=copy, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0, "an uninstalled checkout imported (its kernels came from elsewhere)"
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError:") and f"pip install -e {copy}" in last, proc.stderr[-2000:]
