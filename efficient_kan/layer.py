@@ -350,16 +350,8 @@ class KANLinear(nn.Module):
             .t()
             .contiguous()
         )  # (I, G + 2K + 1)
-        # Checked and fitted as stored: rounding to the grid's dtype can merge knots that are
-        # distinct in float64 (data spread over less than the dtype's spacing).
-        new_grid = new_grid.to(self.grid.dtype)
-        try:
-            check_grid(new_grid)
-        except ValueError as err:
-            raise ValueError(
-                f"update_grid would make an invalid grid in {self.grid.dtype} ({err}); "
-                "the layer was left unchanged"
-            ) from None
+        # Checked and fitted as stored (data spread over less than the dtype's spacing).
+        new_grid = self._as_stored_grid(new_grid, "update_grid")
 
         new_bases = rearrange(bspline_basis(xd, new_grid.double(), k), "n i c -> i n c")
         old_weight = rearrange(self.spline_weight.double(), "o i c -> i c o")
@@ -376,6 +368,18 @@ class KANLinear(nn.Module):
             raise ValueError("update_grid's refit was not finite; the layer was left unchanged")
         self.grid.copy_(new_grid)
         self.spline_weight.copy_(rearrange(coeff, "i c o -> o i c"))
+
+    def _as_stored_grid(self, new_grid: torch.Tensor, method: str) -> torch.Tensor:
+        """``new_grid`` in the grid's dtype, checked there: rounding can merge knots that are
+        distinct in float64. An invalid one raises, naming ``method``, before anything changed."""
+        new_grid = new_grid.to(self.grid.dtype)
+        try:
+            check_grid(new_grid)
+        except ValueError as err:
+            raise ValueError(
+                f"{method} would make an invalid grid in {self.grid.dtype} ({err}); the layer was left unchanged"
+            ) from None
+        return new_grid
 
     # ------------------------------------------------------------------ knots under casts and loads
     def _apply(self, fn, recurse: bool = True):
@@ -464,14 +468,7 @@ class KANLinear(nn.Module):
         )
         new_grid = torch.cat([old_grid[:, :k], interior, old_grid[:, n_knots - k :]], dim=1)
         # Checked and fitted as stored: in float32 a very fine grid's knots could merge.
-        new_grid = new_grid.to(self.grid.dtype)
-        try:
-            check_grid(new_grid)
-        except ValueError as err:
-            raise ValueError(
-                f"refine would make an invalid grid in {self.grid.dtype} ({err}); "
-                "the layer was left unchanged"
-            ) from None
+        new_grid = self._as_stored_grid(new_grid, "refine")
         new_grid = new_grid.double()
         # Fit points spread by knot index over the whole knot span, at least 4 per old and new interval.
         step = min(1.0, g / new_g) / 4
