@@ -60,7 +60,7 @@ from efficient_kan.training import build_model, count_parameters, device_descrip
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 import _output  # noqa: E402
-from _tables import run_train_mnist_process, seed_stats  # noqa: E402
+from _tables import gap_verdict, run_train_mnist_process, seed_stats  # noqa: E402
 
 DEFAULT_ROWS = ("784,10", "784,48,10", "784,64,10", "784,500,10", "784,100,100,100,10")
 # Run settings that must agree for a stored run to be reused.
@@ -203,13 +203,7 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
         ):
             if not other or not other["n_seeds"]:
                 continue
-            diff = kan["acc_mean"] - other["acc_mean"]
-            noise = max(kan["acc_std"], other["acc_std"])
-            verdict = (
-                "tie within the seed spread"
-                if abs(diff) <= noise
-                else ("KAN ahead" if diff > 0 else "MLP ahead")
-            )
+            diff, verdict = gap_verdict(kan, other)
             speed = other["steps_per_s"] / kan["steps_per_s"] if kan["steps_per_s"] else math.nan
             parts.append(
                 f"{what} {other['acc_mean']:.2f}% with {other['params']:,} params "

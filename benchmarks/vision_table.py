@@ -56,7 +56,7 @@ from efficient_kan.training import build_vision_model, count_parameters  # noqa:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 import _output  # noqa: E402
-from _tables import run_train_mnist_process, seed_stats  # noqa: E402
+from _tables import gap_verdict, run_train_mnist_process, seed_stats  # noqa: E402
 
 #: Epochs per architecture for the full table: the same for every row of an architecture, so its
 #: rows compare at equal training; sized to the two-hour CPU budget in the module docstring.
@@ -158,13 +158,7 @@ def findings(table: list[dict[str, Any]]) -> list[str]:
             other = by.get((arch, other_kind))
             if other is None:
                 continue
-            diff = kan["acc_mean"] - other["acc_mean"]
-            if min(kan["n_seeds"], other["n_seeds"]) < 2:
-                verdict = "one seed: no spread to judge the gap against"
-            elif abs(diff) <= max(kan["acc_std"], other["acc_std"]):
-                verdict = "tie within the seed spread"
-            else:
-                verdict = "KAN ahead" if diff > 0 else "MLP ahead"
+            diff, verdict = gap_verdict(kan, other)
             speed = other["samples_per_s"] / kan["samples_per_s"] if kan["samples_per_s"] else math.nan
             parts.append(
                 f"vs {other_kind} ({other['params']:,} params) {other['acc_mean']:.2f}%: {diff:+.2f} points, "
