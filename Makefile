@@ -1,6 +1,5 @@
 # Everyday commands (from a source checkout; `pip install -e ".[dev]"` first).
 PY ?= python
-export PYTHONPATH := .
 
 .PHONY: test test-slow test-gpu test-compat lint check gpu-plan bench-cpu bench-gpu mnist-table
 
@@ -19,7 +18,8 @@ PY312 ?= python3.12
 test-compat:     ## the fast suite on the GPU machine's torch/triton/Python (a venv in .venv-compat)
 	test -x .venv-compat/bin/python || $(PY312) -m venv .venv-compat
 	.venv-compat/bin/pip install -q torch==2.11.0 torchvision==0.26.0 "numpy<2.3" pytest pytest-benchmark \
-	  pytest-xdist tqdm matplotlib sympy scipy
+	  pytest-xdist tqdm matplotlib sympy scipy einops
+	.venv-compat/bin/pip install -q --no-deps -e .
 	.venv-compat/bin/python -m pytest -q -n 2
 
 check:           ## efficient-kan check: the kernels against the PyTorch path here (interpreter without a GPU)

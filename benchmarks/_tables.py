@@ -39,3 +39,15 @@ def seed_stats(values: Sequence[float | None]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def gap_verdict(kan: dict[str, Any], other: dict[str, Any]) -> tuple[float, str]:
+    """The KAN row's accuracy lead over ``other`` in points, and what it says against the seeds'
+    spread (``acc_mean``, ``acc_std``, ``n_seeds`` of each row). With one seed on either side there
+    is no spread, so no gap can be called a lead."""
+    diff = kan["acc_mean"] - other["acc_mean"]
+    if min(kan["n_seeds"], other["n_seeds"]) < 2:
+        return diff, "one seed: no spread to judge the gap against"
+    if abs(diff) <= max(kan["acc_std"], other["acc_std"]):
+        return diff, "tie within the seed spread"
+    return diff, "KAN ahead" if diff > 0 else "MLP ahead"

@@ -34,9 +34,9 @@ shape under ``TRITON_INTERPRET=1`` to check the script itself (timings meaningle
 
 Examples::
 
-    PYTHONPATH=. python benchmarks/bench_layer.py --publish        # everything (GPU), committed
-    PYTHONPATH=. python benchmarks/bench_layer.py --precisions bf16 --shapes 4096x1024x1024x5
-    PYTHONPATH=. python benchmarks/bench_layer.py --smoke          # CPU check of the script
+    python benchmarks/bench_layer.py --publish        # everything (GPU), committed
+    python benchmarks/bench_layer.py --precisions bf16 --shapes 4096x1024x1024x5
+    python benchmarks/bench_layer.py --smoke          # CPU check of the script
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ if "--smoke" in sys.argv and not torch.cuda.is_available():
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+# This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from efficient_kan import KAN  # noqa: E402
 from efficient_kan.bench import (  # noqa: E402

@@ -20,10 +20,10 @@ command as it is).
 Examples::
 
     # CPU trial, smallest rows, bundled subset (a few minutes on 2 cores)
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset mnist-5k --rows 784,10 784,48,10 --threads 1
+    python benchmarks/mnist_table.py --dataset mnist-5k --rows 784,10 784,48,10 --threads 1
     # GPU, everything, 10 epochs x 3 seeds, for the committed tables; repeat until it says "complete"
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset fashion-mnist --max-minutes 8 --publish
-    PYTHONPATH=. python benchmarks/mnist_table.py --dataset mnist-5k --max-minutes 8 --publish
+    python benchmarks/mnist_table.py --dataset fashion-mnist --max-minutes 8 --publish
+    python benchmarks/mnist_table.py --dataset mnist-5k --max-minutes 8 --publish
 
 A machine without a package registry has no /usr/share/datasets/fashion-mnist: copy the four files
 into the (git-ignored) ``data/fashion-mnist/`` first, where ``--data-dir data`` finds them
@@ -49,6 +49,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
+    # This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
@@ -59,7 +60,7 @@ from efficient_kan.training import build_model, count_parameters, device_descrip
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 import _output  # noqa: E402
-from _tables import run_train_mnist_process, seed_stats  # noqa: E402
+from _tables import gap_verdict, run_train_mnist_process, seed_stats  # noqa: E402
 
 DEFAULT_ROWS = ("784,10", "784,48,10", "784,64,10", "784,500,10", "784,100,100,100,10")
 # Run settings that must agree for a stored run to be reused.
@@ -202,13 +203,7 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
         ):
             if not other or not other["n_seeds"]:
                 continue
-            diff = kan["acc_mean"] - other["acc_mean"]
-            noise = max(kan["acc_std"], other["acc_std"])
-            verdict = (
-                "tie within the seed spread"
-                if abs(diff) <= noise
-                else ("KAN ahead" if diff > 0 else "MLP ahead")
-            )
+            diff, verdict = gap_verdict(kan, other)
             speed = other["steps_per_s"] / kan["steps_per_s"] if kan["steps_per_s"] else math.nan
             parts.append(
                 f"{what} {other['acc_mean']:.2f}% with {other['params']:,} params "

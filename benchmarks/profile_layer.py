@@ -9,9 +9,9 @@ provider beside it (``chrome://tracing`` or https://ui.perfetto.dev), in a new f
 ``bench-out/profile_layer-<UTC time>/`` (git-ignored) printed at the end, or in ``--out DIR``. The
 traces are large and not meant for the repository, so there is no ``--publish``.
 
-    PYTHONPATH=. python benchmarks/profile_layer.py                           # 4096x1024x1024x5, bf16
-    PYTHONPATH=. python benchmarks/profile_layer.py --shape 64x784x64x5 --precision tf32
-    PYTHONPATH=. python benchmarks/profile_layer.py --smoke --out /tmp/p        # CPU check, interpreter
+    python benchmarks/profile_layer.py                           # 4096x1024x1024x5, bf16
+    python benchmarks/profile_layer.py --shape 64x784x64x5 --precision tf32
+    python benchmarks/profile_layer.py --smoke --out /tmp/p        # CPU check, interpreter
 
 Providers are ``bench_layer.py``'s (``fused``, ``chunked``, ``torch``, ``nn.Linear``, ``floor``).
 Without CUDA, ``--smoke`` profiles one tiny shape on CPU under ``TRITON_INTERPRET=1`` (checks the

@@ -15,7 +15,7 @@ pykan is an optional comparison, not a dependency: install it in its own environ
 pandas pyyaml tqdm``, then::
 
     venv-pykan/bin/python benchmarks/pykan_flow.py --impl kan --threads 1
-    PYTHONPATH=. python benchmarks/pykan_flow.py --impl efficient_kan --threads 1
+    python benchmarks/pykan_flow.py --impl efficient_kan --threads 1
 
 Each run works in a fresh temporary directory (pykan writes checkpoints and figures there) and
 prints one JSON line per flow: stage times (s), losses, the formula and its accuracy.

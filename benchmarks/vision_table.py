@@ -26,11 +26,11 @@ With ``EPOCHS`` = 3 for the CNN and 1 for the ViT: 3 seeds x (3 x 386 + 1 x 869)
 of training, plus evaluation after each epoch and 30 process starts: about two hours. On a quiet
 machine expect less. Full CPU table::
 
-    PYTHONPATH=. python benchmarks/vision_table.py --dataset fashion-mnist --threads 1 --publish
+    python benchmarks/vision_table.py --dataset fashion-mnist --threads 1 --publish
 
 GPU table (same rows, same epochs, one command)::
 
-    PYTHONPATH=. python benchmarks/vision_table.py --dataset fashion-mnist --device cuda --publish
+    python benchmarks/vision_table.py --dataset fashion-mnist --device cuda --publish
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
+    # This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
@@ -55,7 +56,7 @@ from efficient_kan.training import build_vision_model, count_parameters  # noqa:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for _output
 import _output  # noqa: E402
-from _tables import run_train_mnist_process, seed_stats  # noqa: E402
+from _tables import gap_verdict, run_train_mnist_process, seed_stats  # noqa: E402
 
 #: Epochs per architecture for the full table: the same for every row of an architecture, so its
 #: rows compare at equal training; sized to the two-hour CPU budget in the module docstring.
@@ -157,13 +158,7 @@ def findings(table: list[dict[str, Any]]) -> list[str]:
             other = by.get((arch, other_kind))
             if other is None:
                 continue
-            diff = kan["acc_mean"] - other["acc_mean"]
-            if min(kan["n_seeds"], other["n_seeds"]) < 2:
-                verdict = "one seed: no spread to judge the gap against"
-            elif abs(diff) <= max(kan["acc_std"], other["acc_std"]):
-                verdict = "tie within the seed spread"
-            else:
-                verdict = "KAN ahead" if diff > 0 else "MLP ahead"
+            diff, verdict = gap_verdict(kan, other)
             speed = other["samples_per_s"] / kan["samples_per_s"] if kan["samples_per_s"] else math.nan
             parts.append(
                 f"vs {other_kind} ({other['params']:,} params) {other['acc_mean']:.2f}%: {diff:+.2f} points, "

@@ -5,16 +5,36 @@
 sums its layers' terms), and ``kan_linear`` is the functional form (fused Triton kernels on CUDA, PyTorch elsewhere).
 """
 
-import os as _os
 
-# The Triton kernels live in the repository's top-level kernels/. An installed
-# package has them as efficient_kan/kernels (pyproject's package-dir); in a plain source checkout
-# (PYTHONPATH=.) they sit beside this folder, so let `efficient_kan.kernels` resolve there too.
-_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if not _os.path.isdir(_os.path.join(__path__[0], "kernels")) and _os.path.isfile(
-    _os.path.join(_checkout, "kernels", "__init__.py")
-):
-    __path__.append(_checkout)
+def _check_kernels_importable() -> None:
+    """Fail at import, with the fix, when ``efficient_kan.kernels`` is not this copy's kernels.
+
+    The Triton kernels live in the repository's top-level ``kernels/``; an install maps them to
+    ``efficient_kan.kernels`` (copied into the package, or through the editable install's finder).
+    A source checkout that is imported without being installed has no such mapping, so the kernels
+    would be missing (an ImportError deep inside the first CUDA call) or, worse, silently taken from
+    another checkout's editable install. Both are caught here, before anything runs.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    if (package / "kernels").is_dir():
+        return  # an installed copy: kernels/ sits inside the package
+    checkout = package.parent
+    spec = importlib.util.find_spec(__name__ + ".kernels")
+    origin = Path(spec.origin).resolve().parent if spec is not None and spec.origin else None
+    if origin == checkout / "kernels":
+        return
+    where = "cannot be found" if origin is None else f"resolves to {origin}, another copy"
+    raise ImportError(
+        f"efficient_kan is imported from the source checkout {checkout}, but efficient_kan.kernels "
+        f"{where}: a checkout runs through its editable install, which maps {checkout / 'kernels'} "
+        f"to efficient_kan.kernels. Run `pip install -e {checkout}` (in the checkout: `pip install -e .`)."
+    )
+
+
+_check_kernels_importable()
 
 from .bspline import bspline_basis, uniform_grid  # noqa: E402
 from .convert import KanifyResult, kanify  # noqa: E402

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from einops import rearrange
 
 __all__ = ["main"]
 
@@ -154,9 +155,8 @@ def _floor_and_linear(n, i, o, g, k, device):
     )
     with torch.no_grad():
         xs = torch.randn(n, i, device=device)
-        a = torch.cat(
-            [bspline_basis(xs, uniform_grid(i, g, k, device=device), k).reshape(n, -1), F.silu(xs)], 1
-        )
+        bases = bspline_basis(xs, uniform_grid(i, g, k, device=device), k)
+        a = torch.cat([rearrange(bases, "n i c -> n (i c)"), F.silu(xs)], 1)  # the expanded input
     a.requires_grad_()
     wf = torch.randn(o, a.shape[1], device=device, requires_grad=True)
     return (lambda: F.linear(x, w, b), [x, w, b]), (lambda: F.linear(a, wf), [a, wf])

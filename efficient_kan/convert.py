@@ -550,17 +550,40 @@ def kanify(
     elif filter is not None and not callable(filter):
         raise TypeError(f"filter must be a callable or one of {FILTER_PRESETS}, got {filter!r}")
 
-    linears = _collect(model)
+    result = KanifyResult()
+    to_convert, fast_paths = _select_linears(model, filter, result)
+    planned = _plan(model, to_convert, kwargs, result)
+    _check_growth(result, planned, max_params, warn_growth)
+    new_layers = _replace(to_convert, fast_paths, kwargs, result)
+    result.extend(planned)
+    if result.skipped:
+        lines = "\n".join(f"  {name}: {reason}" for name, reason in result.skipped)
+        warnings.warn(
+            f"kanify left {len(result.skipped)} linear layer(s) as nn.Linear:\n{lines}",
+            stacklevel=2,
+        )
+    if calibrate is not None and new_layers:
+        from .models import update_grids
+
+        update_grids(model, calibrate, layers=new_layers)
+    if verbose:
+        print(result)
+    return result
+
+
+def _select_linears(
+    model: nn.Module, filter: Callable[[nn.Module, str], bool] | None, result: KanifyResult
+) -> tuple[list[_Linear], dict[int, _FastPathUse]]:
+    """The linears ``kanify`` converts, and the inference fast paths to turn off for them; the
+    ones the filter leaves out, and those skipped with their reason, go into ``result``."""
     owners: dict[int, list[tuple[nn.Module, str]]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         for pname, param in module._parameters.items():
             if param is not None:
                 owners.setdefault(id(param), []).append((module, f"{name}.{pname}" if name else pname))
-
-    result = KanifyResult()
     to_convert: list[_Linear] = []
     fast_paths: dict[int, _FastPathUse] = {}
-    for entry in linears.values():
+    for entry in _collect(model).values():
         names = [fqn for _, _, fqn in entry.places]
         label = " / ".join(names)
         if filter is not None:
@@ -585,7 +608,12 @@ def kanify(
             continue
         fast_paths.update(pending_fast_paths)
         to_convert.append(entry)
+    return to_convert, fast_paths
 
+
+def _plan(model: nn.Module, to_convert: list[_Linear], kwargs: dict, result: KanifyResult) -> list[str]:
+    """Counts the parameters before and after into ``result``; returns the names to convert, in
+    the order the model lists them (as kanify always returned them)."""
     result.params_before = _count_parameters(model)
     removed = sum(_count_parameters(e.module) for e in to_convert)
     added = 0
@@ -597,10 +625,14 @@ def kanify(
         for _, _, fqn in entry.places:
             result._sizes[fqn] = sizes
     result.params_after = result.params_before - removed + added
-    # The names, in the order the model lists them (as kanify always returned them).
     order = {fqn: i for i, fqn in enumerate(_place_order(model))}
-    planned = sorted((fqn for e in to_convert for _, _, fqn in e.places), key=order.__getitem__)
+    return sorted((fqn for e in to_convert for _, _, fqn in e.places), key=order.__getitem__)
 
+
+def _check_growth(
+    result: KanifyResult, planned: list[str], max_params: int | None, warn_growth: float | None
+) -> None:
+    """Refuses (before anything changed) past ``max_params``; warns past ``warn_growth``."""
     if max_params is not None and result.params_after > max_params:
         result.extend(planned)
         raise ValueError(
@@ -618,9 +650,15 @@ def kanify(
             f"{result.params_after:,} (x{result.growth:.1f}); pass max_params= to refuse, a "
             f"narrower filter (e.g. 'head') or a smaller grid_size to convert less, or "
             f"warn_growth=None to silence this",
-            stacklevel=2,
+            stacklevel=3,  # kanify's caller
         )
 
+
+def _replace(
+    to_convert: list[_Linear], fast_paths: dict[int, _FastPathUse], kwargs: dict, result: KanifyResult
+) -> list[KANLinear]:
+    """Converts each selected linear once and puts it under every name it had; turns off the
+    fast paths that would read the replaced weights. Returns the new layers."""
     new_layers: list[KANLinear] = []
     for entry in to_convert:
         layer = _convert_one(entry.module, kwargs)
@@ -634,22 +672,7 @@ def kanify(
     for module, prefix, turn_off, note in fast_paths.values():
         turn_off(module)
         result.notes.append(f"{prefix or '<model>'}: {note}")
-    result.extend(planned)
-
-    warned = [(n, r) for n, r in result.skipped]
-    if warned:
-        lines = "\n".join(f"  {name}: {reason}" for name, reason in warned)
-        warnings.warn(
-            f"kanify left {len(warned)} linear layer(s) as nn.Linear:\n{lines}",
-            stacklevel=2,
-        )
-    if calibrate is not None and new_layers:
-        from .models import update_grids
-
-        update_grids(model, calibrate, layers=new_layers)
-    if verbose:
-        print(result)
-    return result
+    return new_layers
 
 
 def _place_order(model: nn.Module) -> list[str]:

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from .activations import spec_of_module
@@ -233,12 +234,12 @@ class KANLinear(nn.Module):
             )
             points = grid_cpu.t()[self.spline_order : self.spline_order + self.grid_size + 1]  # (G+1, I)
             coeff = _fit_spline_coefficients(
-                bspline_basis(points, grid_cpu, self.spline_order).transpose(0, 1),
-                noise.double().transpose(0, 1),
-            )  # (I, C, O)
+                rearrange(bspline_basis(points, grid_cpu, self.spline_order), "n i c -> i n c"),
+                rearrange(noise.double(), "n i o -> i n o"),
+            )
             if not self.enable_standalone_scale_spline:
                 coeff = coeff * self.scale_spline
-            self.spline_weight.copy_(coeff.permute(2, 0, 1))
+            self.spline_weight.copy_(rearrange(coeff, "i c o -> o i c"))
             if self.spline_scaler is not None:
                 nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
             if self.bias is not None:
@@ -331,7 +332,7 @@ class KANLinear(nn.Module):
         k, g = self.spline_order, self.grid_size
 
         # The function to keep: each edge's unscaled spline on the samples, B_old @ W.
-        old_bases = bspline_basis(xd, old_grid, k).transpose(0, 1)  # (I, N, C)
+        old_bases = rearrange(bspline_basis(xd, old_grid, k), "n i c -> i n c")
 
         x_sorted = torch.sort(xd, dim=0).values
         idx = torch.linspace(0, n - 1, g + 1, dtype=torch.int64, device=x.device)
@@ -349,21 +350,13 @@ class KANLinear(nn.Module):
             .t()
             .contiguous()
         )  # (I, G + 2K + 1)
-        # Checked and fitted as stored: rounding to the grid's dtype can merge knots that are
-        # distinct in float64 (data spread over less than the dtype's spacing).
-        new_grid = new_grid.to(self.grid.dtype)
-        try:
-            check_grid(new_grid)
-        except ValueError as err:
-            raise ValueError(
-                f"update_grid would make an invalid grid in {self.grid.dtype} ({err}); "
-                "the layer was left unchanged"
-            ) from None
+        # Checked and fitted as stored (data spread over less than the dtype's spacing).
+        new_grid = self._as_stored_grid(new_grid, "update_grid")
 
-        new_bases = bspline_basis(xd, new_grid.double(), k).transpose(0, 1)
-        old_weight = self.spline_weight.double().permute(1, 2, 0)  # (I, C, O)
+        new_bases = rearrange(bspline_basis(xd, new_grid.double(), k), "n i c -> i n c")
+        old_weight = rearrange(self.spline_weight.double(), "o i c -> i c o")
         if self.in_features * n * self.out_features <= _REFIT_VALUES_MAX_ELEMENTS:
-            coeff = _fit_spline_coefficients(new_bases, old_bases @ old_weight)  # (I, C, O)
+            coeff = _fit_spline_coefficients(new_bases, old_bases @ old_weight)
         else:
             # The values B_old W are (in, rows, out): too large here, so the normal equations'
             # right side B_new^T (B_old W) is formed as (B_new^T B_old) W instead. The same least
@@ -374,7 +367,19 @@ class KANLinear(nn.Module):
         if not bool(torch.isfinite(coeff).all()):
             raise ValueError("update_grid's refit was not finite; the layer was left unchanged")
         self.grid.copy_(new_grid)
-        self.spline_weight.copy_(coeff.permute(2, 0, 1))
+        self.spline_weight.copy_(rearrange(coeff, "i c o -> o i c"))
+
+    def _as_stored_grid(self, new_grid: torch.Tensor, method: str) -> torch.Tensor:
+        """``new_grid`` in the grid's dtype, checked there: rounding can merge knots that are
+        distinct in float64. An invalid one raises, naming ``method``, before anything changed."""
+        new_grid = new_grid.to(self.grid.dtype)
+        try:
+            check_grid(new_grid)
+        except ValueError as err:
+            raise ValueError(
+                f"{method} would make an invalid grid in {self.grid.dtype} ({err}); the layer was left unchanged"
+            ) from None
+        return new_grid
 
     # ------------------------------------------------------------------ knots under casts and loads
     def _apply(self, fn, recurse: bool = True):
@@ -463,20 +468,13 @@ class KANLinear(nn.Module):
         )
         new_grid = torch.cat([old_grid[:, :k], interior, old_grid[:, n_knots - k :]], dim=1)
         # Checked and fitted as stored: in float32 a very fine grid's knots could merge.
-        new_grid = new_grid.to(self.grid.dtype)
-        try:
-            check_grid(new_grid)
-        except ValueError as err:
-            raise ValueError(
-                f"refine would make an invalid grid in {self.grid.dtype} ({err}); "
-                "the layer was left unchanged"
-            ) from None
+        new_grid = self._as_stored_grid(new_grid, "refine")
         new_grid = new_grid.double()
         # Fit points spread by knot index over the whole knot span, at least 4 per old and new interval.
         step = min(1.0, g / new_g) / 4
         n_points = math.ceil((g + 2 * k) / step) + 1
         sample_index = torch.linspace(-k, g + k, n_points, dtype=torch.float64, device=device)
-        weight = self.spline_weight.double().permute(1, 2, 0)  # (I, C, O)
+        weight = rearrange(self.spline_weight.double(), "o i c -> i c o")
         coeff = torch.empty(
             self.in_features, new_g + k, self.out_features, dtype=torch.float64, device=device
         )
@@ -485,15 +483,17 @@ class KANLinear(nn.Module):
         for lo in range(0, self.in_features, chunk):
             feats = slice(lo, lo + chunk)
             points = _knots_at(old_grid[feats], sample_index, k).t()  # (N, Ic)
-            old_values = bspline_basis(points, old_grid[feats], k).transpose(0, 1) @ weight[feats]
-            new_bases = bspline_basis(points, new_grid[feats], k).transpose(0, 1)  # (Ic, N, C_new)
+            old_values = (
+                rearrange(bspline_basis(points, old_grid[feats], k), "n i c -> i n c") @ weight[feats]
+            )
+            new_bases = rearrange(bspline_basis(points, new_grid[feats], k), "n i c -> i n c")
             coeff[feats] = _fit_spline_coefficients(new_bases, old_values)
         if not bool(torch.isfinite(coeff).all()):
             raise ValueError("refine's least-squares fit was not finite; the layer was left unchanged")
         old_weight = self.spline_weight
         self.grid = new_grid.to(self.grid.dtype).contiguous()
         self.spline_weight = nn.Parameter(
-            coeff.permute(2, 0, 1).to(old_weight.dtype).contiguous(),
+            rearrange(coeff, "i c o -> o i c").to(old_weight.dtype).contiguous(),
             requires_grad=old_weight.requires_grad,
         )
         self.grid_size = new_g

@@ -145,6 +145,29 @@ def update_grids(
     Returns ``{name: fraction}``: per layer, the fraction of recorded input values that lay outside
     its previous knots (``x < grid[:, 0]`` or ``x >= grid[:, -1]``, where every basis is zero).
     """
+    targets = _target_layers(model, layers)
+    records = _record_inputs(model, targets, data, forward, max_batches)
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    inputs = _checked_inputs(targets, records, distributed)
+    outside: dict[str, float] = {}
+    for name, layer in targets:
+        x = inputs[name].to(layer.grid.device)
+        grid = layer.grid
+        out = (x < grid[:, 0].to(x.dtype)) | (x >= grid[:, -1].to(x.dtype))
+        outside[name] = float(out.double().mean())
+        try:
+            layer.update_grid(x, margin=margin)
+        except ValueError as err:
+            raise ValueError(f"update_grids: {name}: {err}") from None
+        if distributed:
+            # The least-squares refit need not be bitwise reproducible across processes.
+            for t in (layer.grid, layer.spline_weight):
+                _broadcast_from_rank0(t)
+    return outside
+
+
+def _target_layers(model: nn.Module, layers: Iterable[str | KANLinear] | None) -> list[tuple[str, KANLinear]]:
+    """``update_grids``' layers by qualified name: ``layers`` (names or modules) or every one."""
     all_layers = kan_layers(model)
     if layers is None:
         targets = all_layers
@@ -165,7 +188,18 @@ def update_grids(
         raise ValueError(f"{type(model).__name__} contains no KANLinear layer to update")
     for name, layer in targets:
         _check_plain(name, layer)
+    return targets
 
+
+def _record_inputs(
+    model: nn.Module,
+    targets: list[tuple[str, KANLinear]],
+    data: Any,
+    forward: Callable[[nn.Module, Any], Any] | None,
+    max_batches: int | None,
+) -> dict[str, list[torch.Tensor]]:
+    """Runs ``model`` over ``data`` in eval mode (modes restored after) and returns each target
+    layer's inputs, as ``(-1, in_features)`` rows, from forward pre-hooks."""
     records: dict[str, list[torch.Tensor]] = {name: [] for name, _ in targets}
 
     def recorder(name: str, width: int) -> Callable:
@@ -190,15 +224,20 @@ def update_grids(
             handle.remove()
         for module, mode in modes.items():
             module.training = mode
+    return records
 
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+def _checked_inputs(
+    targets: list[tuple[str, KANLinear]], records: dict[str, list[torch.Tensor]], distributed: bool
+) -> dict[str, torch.Tensor]:
+    """Each layer's recorded rows in one tensor (gathered over the ranks when ``distributed``),
+    all checked before any layer changes, so that an error leaves the model as it was."""
     inputs: dict[str, torch.Tensor] = {}
     for name, layer in targets:
         x = torch.cat(records[name]) if records[name] else layer.grid.new_empty(0, layer.in_features)
         if distributed:
             x = _gather_rows(x, layer.in_features, layer.grid.device)
         inputs[name] = x
-    # Check everything before changing anything, so that an error leaves the model as it was.
     unused = [name for name, x in inputs.items() if x.shape[0] == 0]
     if unused:
         raise ValueError(f"update_grids: these layers got no input while the model ran: {', '.join(unused)}")
@@ -207,22 +246,7 @@ def update_grids(
             raise ValueError(f"update_grids: {name} got {x.shape[0]} input row(s); update_grid needs 2")
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"update_grids: {name} got non-finite inputs; nothing was changed")
-
-    outside: dict[str, float] = {}
-    for name, layer in targets:
-        x = inputs[name].to(layer.grid.device)
-        grid = layer.grid
-        out = (x < grid[:, 0].to(x.dtype)) | (x >= grid[:, -1].to(x.dtype))
-        outside[name] = float(out.double().mean())
-        try:
-            layer.update_grid(x, margin=margin)
-        except ValueError as err:
-            raise ValueError(f"update_grids: {name}: {err}") from None
-        if distributed:
-            # The least-squares refit need not be bitwise reproducible across processes.
-            for t in (layer.grid, layer.spline_weight):
-                _broadcast_from_rank0(t)
-    return outside
+    return inputs
 
 
 def _broadcast_from_rank0(t: torch.Tensor) -> None:

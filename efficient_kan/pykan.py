@@ -213,6 +213,24 @@ def _unsupported(option: str, why: str) -> NotImplementedError:
     return NotImplementedError(f"{option} is not supported by efficient_kan.pykan: {why}")
 
 
+def _refuse_fit_options(
+    lamb_coef: float, lamb_coefdiff: float, save_fig: bool, singularity_avoiding: bool, reg_metric: str | None
+) -> None:
+    """pykan ``fit`` options with no counterpart here raise ``NotImplementedError``, saying why."""
+    for option, value, default in (("lamb_coef", lamb_coef, 0.0), ("lamb_coefdiff", lamb_coefdiff, 0.0)):
+        if value != default:
+            raise _unsupported(f"{option}={value!r}", "no coefficient penalties; use lamb (L1 + entropy)")
+    if save_fig:
+        raise _unsupported("save_fig=True", "no video frames are written; call model.plot() after fit")
+    if singularity_avoiding:
+        raise _unsupported("singularity_avoiding=True", "symbolic edges are evaluated as fitted")
+    if reg_metric is not None:
+        raise _unsupported(
+            f"reg_metric={reg_metric!r}",
+            "the regulariser is the KAN paper's L1 + entropy of mean |phi| per edge",
+        )
+
+
 def _per_layer(name: str, value: int | Sequence[int], depth: int) -> list[int]:
     if isinstance(value, Sequence):
         if len(value) != depth:
@@ -314,35 +332,8 @@ class KAN(_KAN):
         dtype: torch.dtype | None = None,
     ) -> None:
         widths = self._parse_width(width)
-        if affine_trainable:
-            raise _unsupported(
-                "affine_trainable=True",
-                "pykan's node/subnode scales and biases are not part of efficient_kan's layers "
-                "(each node has one trainable bias, bias=True)",
-            )
-        if sparse_init:
-            raise _unsupported("sparse_init=True", "layers start dense")
-        if auto_save:
-            raise _unsupported(
-                "auto_save=True",
-                "checkpoint files are never written implicitly; save with "
-                "torch.save(model.state_dict(), path)",
-            )
-        if isinstance(base_fun, str):
-            if base_fun not in _BASE_FUNS:
-                raise ValueError(
-                    f"base_fun must be one of {sorted(_BASE_FUNS)} or an nn.Module, got {base_fun!r}"
-                )
-            activation: nn.Module | type[nn.Module] = _BASE_FUNS[base_fun]()
-        elif isinstance(base_fun, nn.Module) or (
-            isinstance(base_fun, type) and issubclass(base_fun, nn.Module)
-        ):
-            activation = base_fun
-        else:
-            raise TypeError(
-                f"base_fun must be 'silu', 'identity', 'zero' or an nn.Module, got {type(base_fun).__name__} "
-                "(wrap a plain function in an nn.Module)"
-            )
+        self._refuse_unsupported(affine_trainable, sparse_init, auto_save)
+        activation = self._activation(base_fun)
         depth = len(widths) - 1
         grids, orders = _per_layer("grid", grid, depth), _per_layer("k", k, depth)
 
@@ -368,16 +359,7 @@ class KAN(_KAN):
             )
             for n_in, n_out, g, order in zip(widths[:-1], widths[1:], grids, orders, strict=True)
         ]
-        with torch.no_grad():
-            for layer in layers:  # pykan's initialisation of the scales (KANLayer)
-                n_in = layer.in_features
-                u = torch.rand(layer.out_features, n_in, dtype=dtype) * 2 - 1
-                layer.base_weight.copy_((scale_base_mu + scale_base_sigma * u) / math.sqrt(n_in))
-                layer.spline_scaler.fill_(1.0 / math.sqrt(n_in))
-                if layer.bias is not None:
-                    layer.bias.zero_()
-                layer.base_weight.requires_grad_(sb_trainable)
-                layer.spline_scaler.requires_grad_(sp_trainable)
+        self._init_scales(layers, scale_base_mu, scale_base_sigma, sb_trainable, sp_trainable)
         nn.Module.__init__(self)
         self.layers = nn.ModuleList(layers)
         self._set_options(
@@ -389,6 +371,58 @@ class KAN(_KAN):
         )
 
     # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _refuse_unsupported(affine_trainable: bool, sparse_init: bool, auto_save: bool) -> None:
+        """pykan options with no counterpart here raise ``NotImplementedError``, saying why."""
+        if affine_trainable:
+            raise _unsupported(
+                "affine_trainable=True",
+                "pykan's node/subnode scales and biases are not part of efficient_kan's layers "
+                "(each node has one trainable bias, bias=True)",
+            )
+        if sparse_init:
+            raise _unsupported("sparse_init=True", "layers start dense")
+        if auto_save:
+            raise _unsupported(
+                "auto_save=True",
+                "checkpoint files are never written implicitly; save with "
+                "torch.save(model.state_dict(), path)",
+            )
+
+    @staticmethod
+    def _activation(base_fun: str | nn.Module | type[nn.Module]) -> nn.Module | type[nn.Module]:
+        """The base activation ``base_fun`` names (or is)."""
+        if isinstance(base_fun, str):
+            if base_fun not in _BASE_FUNS:
+                raise ValueError(
+                    f"base_fun must be one of {sorted(_BASE_FUNS)} or an nn.Module, got {base_fun!r}"
+                )
+            return _BASE_FUNS[base_fun]()
+        if isinstance(base_fun, nn.Module) or (
+            isinstance(base_fun, type) and issubclass(base_fun, nn.Module)
+        ):
+            return base_fun
+        raise TypeError(
+            f"base_fun must be 'silu', 'identity', 'zero' or an nn.Module, got {type(base_fun).__name__} "
+            "(wrap a plain function in an nn.Module)"
+        )
+
+    @staticmethod
+    @torch.no_grad()
+    def _init_scales(
+        layers: Sequence[KANLinear], mu: float, sigma: float, sb_trainable: bool, sp_trainable: bool
+    ) -> None:
+        """pykan's initialisation of the scales (its KANLayer), drawn from the global generator."""
+        for layer in layers:
+            n_in = layer.in_features
+            u = torch.rand(layer.out_features, n_in, dtype=layer.base_weight.dtype) * 2 - 1
+            layer.base_weight.copy_((mu + sigma * u) / math.sqrt(n_in))
+            layer.spline_scaler.fill_(1.0 / math.sqrt(n_in))
+            if layer.bias is not None:
+                layer.bias.zero_()
+            layer.base_weight.requires_grad_(sb_trainable)
+            layer.spline_scaler.requires_grad_(sp_trainable)
+
     @staticmethod
     def _parse_width(width: Sequence[int | Sequence[int]] | None) -> list[int]:
         if width is None or len(width) < 2:
@@ -574,30 +608,9 @@ class KAN(_KAN):
         ``in_vars``, ``out_vars``, ``beta``, ``save_fig_freq``, ``img_folder`` and ``y_th`` only
         matter with those.
         """
-        for option, value, default in (("lamb_coef", lamb_coef, 0.0), ("lamb_coefdiff", lamb_coefdiff, 0.0)):
-            if value != default:
-                raise _unsupported(f"{option}={value!r}", "no coefficient penalties; use lamb (L1 + entropy)")
-        if save_fig:
-            raise _unsupported("save_fig=True", "no video frames are written; call model.plot() after fit")
-        if singularity_avoiding:
-            raise _unsupported("singularity_avoiding=True", "symbolic edges are evaluated as fitted")
-        if reg_metric is not None:
-            raise _unsupported(
-                f"reg_metric={reg_metric!r}",
-                "the regulariser is the KAN paper's L1 + entropy of mean |phi| per edge",
-            )
+        _refuse_fit_options(lamb_coef, lamb_coefdiff, save_fig, singularity_avoiding, reg_metric)
         data = self._prepare_dataset(dataset, loss_fn)
-        table = self.symbolic_edges
-        if self.symbolic_enabled and table:
-            n_edges = sum(layer.in_features * layer.out_features for layer in self.layers)
-            if len(table) < n_edges:
-                raise _unsupported(
-                    "fit with some edges symbolic and others not",
-                    f"{len(table)} of {n_edges} edges are fixed; fix all (auto_symbolic) to refit the "
-                    "formula, or unfix_symbolic_all() / symbolic_enabled=False to train the splines",
-                )
-            if lamb > 0:
-                raise ValueError("lamb > 0: every edge is symbolic, there is nothing to regularise")
+        if self._all_edges_symbolic(lamb):
             return self._fit_symbolic(data, steps, loss_fn, metrics)
 
         progress = _Progress(steps, log, display_metrics)
@@ -627,6 +640,23 @@ class KAN(_KAN):
         for key in ("train_loss", "test_loss"):
             history[key] = [math.sqrt(max(v, 0.0)) for v in history[key]]
         return history
+
+    def _all_edges_symbolic(self, lamb: float) -> bool:
+        """Whether ``fit`` refits formulas (every edge symbolic) rather than training splines; a
+        model with only some edges symbolic, or ``lamb > 0`` on formulas, is refused."""
+        table = self.symbolic_edges
+        if not (self.symbolic_enabled and table):
+            return False
+        n_edges = sum(layer.in_features * layer.out_features for layer in self.layers)
+        if len(table) < n_edges:
+            raise _unsupported(
+                "fit with some edges symbolic and others not",
+                f"{len(table)} of {n_edges} edges are fixed; fix all (auto_symbolic) to refit the "
+                "formula, or unfix_symbolic_all() / symbolic_enabled=False to train the splines",
+            )
+        if lamb > 0:
+            raise ValueError("lamb > 0: every edge is symbolic, there is nothing to regularise")
+        return True
 
     def _fit_symbolic(
         self, data: Dataset, steps: int, loss_fn: Callable | None, metrics: Sequence[Callable] | None

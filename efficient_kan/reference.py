@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from .activations import Activation, activation_fn, activation_grad_fn
 from .bspline import bspline_basis, bspline_basis_derivative
@@ -46,12 +47,12 @@ def kan_linear_reference(
     ``spline_scaler (O, I)`` or None, ``bias (O,)`` or None. No input validation here
     (:func:`efficient_kan.kan_linear` checks once); not differentiable in ``grid``.
     """
-    out_features, in_features, n_bases = spline_weight.shape
+    out_features, in_features, _ = spline_weight.shape
     lead = x.shape[:-1]
     x2 = x.reshape(-1, in_features)
     y = F.linear(activation_fn(base_activation)(x2), base_weight, bias)
-    bases = bspline_basis(x2, grid, spline_order).reshape(x2.shape[0], in_features * n_bases)
-    weight = scaled_spline_weight(spline_weight, spline_scaler).reshape(out_features, in_features * n_bases)
+    bases = rearrange(bspline_basis(x2, grid, spline_order), "n i c -> n (i c)")
+    weight = rearrange(scaled_spline_weight(spline_weight, spline_scaler), "o i c -> o (i c)")
     y = y + F.linear(bases, weight)
     return y.reshape(*lead, out_features)
 
@@ -74,16 +75,15 @@ def kan_linear_reference_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """``(dx, d_base_weight, d_spline_weight, d_spline_scaler, d_bias)`` for 2-D ``x`` and
     ``grad_y``; ``d_spline_scaler`` is None without a scaler."""
-    n, n_in = x.shape
-    n_out, _, n_bases = spline_weight.shape
+    n_bases = spline_weight.shape[-1]
     weight = scaled_spline_weight(spline_weight, spline_scaler)
     bases = bspline_basis(x, grid, spline_order)
     d_bases = bspline_basis_derivative(x, grid, spline_order)
     g_act = grad_y @ base_weight  # (N, I)
-    g_bases = (grad_y @ weight.reshape(n_out, n_in * n_bases)).view(n, n_in, n_bases)
+    g_bases = rearrange(grad_y @ rearrange(weight, "o i c -> o (i c)"), "n (i c) -> n i c", c=n_bases)
     dx = activation_grad_fn(base_activation)(x) * g_act + (d_bases * g_bases).sum(-1)
     d_base_weight = grad_y.t() @ activation_fn(base_activation)(x)
-    d_weight = (grad_y.t() @ bases.reshape(n, n_in * n_bases)).view(n_out, n_in, n_bases)
+    d_weight = rearrange(grad_y.t() @ rearrange(bases, "n i c -> n (i c)"), "o (i c) -> o i c", c=n_bases)
     if spline_scaler is None:
         d_spline_weight, d_scaler = d_weight, None
     else:
@@ -104,15 +104,14 @@ def kan_linear_reference_jvp(
     ignored, the layer is not differentiable in its knots); ``x`` 2-D."""
     x, grid, base_weight, spline_weight, spline_scaler, _ = primals
     x_t, _, base_weight_t, spline_weight_t, spline_scaler_t, bias_t = tangents
-    n, n_in = x.shape
-    n_out, _, n_bases = spline_weight.shape
+    n, n_out = x.shape[0], spline_weight.shape[0]
     act = activation_fn(base_activation)
     y_t = x.new_zeros(n, n_out)
     if x_t is not None:
-        weight = scaled_spline_weight(spline_weight, spline_scaler).reshape(n_out, -1)
+        weight = rearrange(scaled_spline_weight(spline_weight, spline_scaler), "o i c -> o (i c)")
         y_t = y_t + F.linear(activation_grad_fn(base_activation)(x) * x_t, base_weight)
         d_bases = bspline_basis_derivative(x, grid, spline_order) * x_t.unsqueeze(-1)
-        y_t = y_t + F.linear(d_bases.reshape(n, -1), weight)
+        y_t = y_t + F.linear(rearrange(d_bases, "n i c -> n (i c)"), weight)
     if base_weight_t is not None:
         y_t = y_t + F.linear(act(x), base_weight_t)
     if spline_weight_t is not None or spline_scaler_t is not None:
@@ -121,8 +120,8 @@ def kan_linear_reference_jvp(
             weight_t = weight_t + scaled_spline_weight(spline_weight_t, spline_scaler)
         if spline_scaler_t is not None:
             weight_t = weight_t + spline_weight * spline_scaler_t.unsqueeze(-1)
-        bases = bspline_basis(x, grid, spline_order).reshape(n, -1)
-        y_t = y_t + F.linear(bases, weight_t.reshape(n_out, -1))
+        bases = rearrange(bspline_basis(x, grid, spline_order), "n i c -> n (i c)")
+        y_t = y_t + F.linear(bases, rearrange(weight_t, "o i c -> o (i c)"))
     if bias_t is not None:
         y_t = y_t + bias_t
     return y_t

@@ -7,7 +7,7 @@ least-squares fit to the current spline, so the function is kept: the test RMSE 
 refining is the one before, up to the fit when G is not a multiple of the old size), and training
 continues at each size. With the plain API the same step is ``KAN.refine(G)``, in place.
 
-Run: PYTHONPATH=. python examples/grid_extension.py [--steps 50]
+Run: python examples/grid_extension.py [--steps 50]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ The pykan "hello KAN" workflow on efficient_kan's layer:
   4. refit all constants jointly, print the formula (constants gathered, then rounded to DIGITS
      significant digits) and the RMSE on held-out data of the fitted and of the printed formula.
 
-Run: PYTHONPATH=. python examples/symbolic_regression.py   (about 15-20 s on a laptop CPU)
+Run: python examples/symbolic_regression.py   (about 15-20 s on a laptop CPU)
 """
 
 from __future__ import annotations

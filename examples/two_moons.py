@@ -6,7 +6,7 @@ Two forms, as in the pykan tutorial:
 Each is then turned into a symbolic formula (auto_symbolic + joint refit) whose accuracy is
 reported on the train and test sets. The data come from a small generator (no sklearn).
 
-Run: PYTHONPATH=. python examples/two_moons.py   (a few seconds on a laptop CPU)
+Run: python examples/two_moons.py   (a few seconds on a laptop CPU)
 """
 
 from __future__ import annotations

@@ -57,3 +57,63 @@ def test_compiled_basis_gradient_matches_eager(dtype):
         grads.append(t.grad)
     assert grads[0].abs().sum() > 0
     assert_close(grads[1], grads[0], atol=0, rtol=0, name="x")
+
+
+def _reference_call(which: str):
+    """One of the reference path's three functions on small inputs, as ``(fn, args)``."""
+    from efficient_kan.bspline import uniform_grid
+    from efficient_kan.reference import (
+        kan_linear_reference,
+        kan_linear_reference_backward,
+        kan_linear_reference_jvp,
+    )
+
+    torch.manual_seed(0)
+    n, i, o, g, k = 8, 6, 5, 4, 3
+    grid = uniform_grid(i, g, k)
+    x, bw, sw, sc, b = (torch.randn(*s) for s in [(n, i), (o, i), (o, i, g + k), (o, i), (o,)])
+    if which == "forward":
+        args = (x.requires_grad_(), bw.requires_grad_(), sw.requires_grad_(), sc.requires_grad_(), b)
+        return lambda *a: kan_linear_reference(a[0], grid, *a[1:], spline_order=k), args
+    if which == "backward":
+        fn = lambda gy, *a: kan_linear_reference_backward(
+            gy, a[0], grid, *a[1:], spline_order=k, base_activation="silu"
+        )
+        return fn, (torch.randn(n, o), x, bw, sw, sc)
+    fn = lambda xt, *a: kan_linear_reference_jvp(
+        (a[0], grid, *a[1:]), (xt, None, *a[1:]), spline_order=k, base_activation="silu"
+    )
+    return fn, (torch.randn(n, i), x, bw, sw, sc, b)
+
+
+@pytest.mark.parametrize("which", ["forward", "backward", "jvp"])
+def test_reference_compiles_whole_and_its_reshapes_copy_nothing(which):
+    """The reference path's reshapes (einops patterns) trace into one graph, and none of them is a
+    copy: a reshape that cannot be a view shows in the graph as a contiguous ``clone`` feeding a
+    ``view``; the graphs (forward and, where there is one, backward) must have none."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    copies: list[str] = []
+
+    def inspect(gm, example_inputs):
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and node.target in (
+                torch.ops.aten.clone.default,
+                torch.ops.aten.copy.default,
+            ):
+                views = [u for u in node.users if "view" in str(u.target) or "reshape" in str(u.target)]
+                copies.extend(u.format_node() for u in views)
+        return make_boxed_func(gm.forward)
+
+    fn, args = _reference_call(which)
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        fn, backend=aot_autograd(fw_compiler=inspect, bw_compiler=inspect), fullgraph=True
+    )
+    out, expected = compiled(*args), fn(*args)
+    for got, want in zip(*(o if isinstance(o, tuple) else (o,) for o in (out, expected)), strict=True):
+        assert_close(got, want, atol=1e-5, rtol=1e-5, name=which)
+    if which == "forward":
+        out.square().sum().backward()  # the backward graph, inspected too
+    assert not copies, f"reshapes that copy: {copies}"

@@ -475,6 +475,20 @@ def _load_table_module():
     return module
 
 
+def test_benchmark_findings_call_no_lead_from_one_seed():
+    """With one seed there is no spread, so a gap is neither a lead nor a tie (as in vision_table)."""
+    table = _load_table_module()
+
+    def row(kind, acc, n_seeds, std):
+        return {"row": "784,10", "kind": kind, "acc_mean": acc, "acc_std": std, "n_seeds": n_seeds,
+                "params": 7850, "steps_per_s": 100.0, "widths": [784, 10]}  # fmt: skip
+
+    one = [row("KAN", 92.0, 1, 0.0), row("MLP, same widths", 91.0, 1, 0.0)]
+    assert "one seed: no spread" in table.findings(one)[0]
+    three = [row("KAN", 92.0, 3, 0.2), row("MLP, same widths", 91.0, 3, 0.3)]
+    assert "KAN ahead" in table.findings(three)[0]
+
+
 def test_benchmark_matches_parameter_counts():
     table = _load_table_module()
     configs = table.plan([[784, 10], [784, 100, 100, 100, 10]], grid_size=5, spline_order=3)

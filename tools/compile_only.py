@@ -15,9 +15,9 @@ it tells, without a GPU:
 
 ::
 
-    PYTHONPATH=. python tools/compile_only.py --workload bench   # bench_layer.py's layers, 3 precisions
-    PYTHONPATH=. python tools/compile_only.py --workload mnist   # mnist_table.py's KANs, batch 64
-    PYTHONPATH=. python tools/compile_only.py --workload small --no-autotune   # a quick check
+    python tools/compile_only.py --workload bench   # bench_layer.py's layers, 3 precisions
+    python tools/compile_only.py --workload mnist   # mnist_table.py's KANs, batch 64
+    python tools/compile_only.py --workload small --no-autotune   # a quick check
 
 Run without ``TRITON_INTERPRET``. The interposition touches Triton internals (the active driver,
 ````CompiledKernel._init_handles``, ``Autotuner._bench``) that triton 3.6 and 3.8 share; it is a tool, not
@@ -35,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 
+# This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # for _output and bench_layer
 

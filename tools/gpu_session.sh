@@ -37,7 +37,7 @@
 # dataset-fashion-mnist`, copied into ./data/fashion-mnist here) with the call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=. PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 
 usage() {
   cat <<'USAGE'
@@ -123,6 +123,17 @@ echo "== session folder: $out${publish:+; bench and mnist results: benchmarks/re
 budget_s=$(awk "BEGIN { print int(60 * ${GPU_SESSION_MINUTES:-7}) }")
 start_s=$SECONDS
 start_epoch=$(date +%s)
+
+# The package runs from this checkout through its editable install (efficient_kan refuses a checkout
+# that is not installed). The GPU machine has torch and triton but not this package, and no
+# network: install it without dependencies, build isolation or an index.
+if [[ -z "${GPU_SESSION_DRY:-}" ]] && ! python -c "import efficient_kan" >/dev/null 2>&1; then
+  echo "== installing this checkout: pip install -e . (offline, no dependencies)"
+  if ! python -m pip install --quiet --no-deps --no-build-isolation --no-index -e .; then
+    echo "error: 'pip install -e .' failed (it needs setuptools>=77 in this environment); nothing run" >&2
+    exit 1
+  fi
+fi
 
 run() {
   if [[ -n "${GPU_SESSION_DRY:-}" ]]; then

@@ -8,7 +8,7 @@ work small. ``F.linear`` forward+backward on the same tensors is timed alongside
 (best of ``--rounds`` rounds of ``--calls`` calls each). Triton's launcher cost comes on top on a
 real GPU. It writes no files: it prints.
 
-    PYTHONPATH=. python tools/host_overhead.py [--profile]
+    python tools/host_overhead.py [--profile]
 
 Run without ``TRITON_INTERPRET``; ``EFFICIENT_KAN_AUTOTUNE=0`` is set here (one config, no
 benchmarking, which would need a GPU).
@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+# This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # for _output
 

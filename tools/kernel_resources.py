@@ -5,9 +5,9 @@ without a GPU: Triton compiles to a cubin with its bundled ptxas, ``cuobjdump -r
 A config that spills (STACK > 0) or needs more than the H100's 227 KiB of shared memory is a
 config to fix before any GPU time is spent on it. Run without ``TRITON_INTERPRET``::
 
-    PYTHONPATH=. python tools/kernel_resources.py                  # every kernel, bf16
-    PYTHONPATH=. python tools/kernel_resources.py --kinds fwd --dtype fp32
-    PYTHONPATH=. python tools/kernel_resources.py --generic        # no launch specialization
+    python tools/kernel_resources.py                  # every kernel, bf16
+    python tools/kernel_resources.py --kinds fwd --dtype fp32
+    python tools/kernel_resources.py --generic        # no launch specialization
 
 Prints one line per (kernel, shape class, config): registers per thread, stack bytes per thread,
 shared bytes. Compiles take ~1-10 s each.
@@ -29,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+# This checkout's efficient_kan: its import stops, saying so, unless it is installed (-e).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import triton  # noqa: E402

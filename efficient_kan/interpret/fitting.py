@@ -155,6 +155,43 @@ def fit(
         ``{"train_loss", "test_loss", "reg", *metrics}``: lists with one value per step
         (``train_loss`` / ``test_loss`` are ``loss_fn`` values without the regulariser).
     """
+    model = _check_fit_arguments(model, dataset, opt, steps, lamb)
+    loss_fn = loss_fn or F.mse_loss
+    named = _named_metrics(metrics)
+    x_train, y_train = dataset["train_input"], dataset["train_label"]
+    x_test, y_test = dataset["test_input"], dataset["test_label"]
+    gen = torch.Generator().manual_seed(seed)
+    train_ids, test_ids = _batch_sampler(x_train, batch, gen), _batch_sampler(x_test, batch, gen)
+    grid_every = max(1, stop_grid_update_step // max(1, grid_update_num))
+
+    optimizer = _make_optimizer(model, opt, lr)
+    history: dict[str, list[float]] = {name: [] for name in ("train_loss", "test_loss", "reg", *named)}
+
+    for step in range(steps):
+        train_id, test_id = train_ids(), test_ids()
+        if update_grid and step % grid_every == 0 and start_grid_update_step <= step < stop_grid_update_step:
+            with torch.no_grad():
+                model(x_train[train_id], update_grid=True)
+            if opt == "LBFGS" and step > 0:
+                optimizer = _make_optimizer(model, opt, lr)
+        train_loss, reg = _optimizer_step(
+            model, optimizer, x_train[train_id], y_train[train_id], loss_fn, lamb, lamb_l1, lamb_entropy
+        )
+        with torch.no_grad():
+            test_loss = loss_fn(model(x_test[test_id]), y_test[test_id])
+        values = {"train_loss": train_loss, "test_loss": test_loss, "reg": reg}
+        for name, value in [*values.items(), *((n, metric()) for n, metric in named.items())]:
+            history[name].append(float(value))
+        if callback is not None:
+            callback(step, history)
+        _log_and_check(history, step, bool(log) and (step % log == 0 or step == steps - 1))
+    return history
+
+
+def _check_fit_arguments(
+    model: KAN, dataset: Mapping[str, torch.Tensor], opt: str, steps: int, lamb: float
+) -> KAN:
+    """``fit``'s argument checks; returns the checked model."""
     model = _check_model(model)
     if opt not in ("LBFGS", "Adam"):
         raise ValueError(f"opt must be 'LBFGS' or 'Adam', got {opt!r}")
@@ -163,82 +200,76 @@ def fit(
             raise KeyError(f"dataset lacks {key!r}")
     if steps < 0 or lamb < 0:
         raise ValueError(f"steps and lamb must be >= 0, got {steps}, {lamb}")
-    loss_fn = loss_fn or F.mse_loss
+    return model
+
+
+def _named_metrics(metrics: Sequence[Metric] | Mapping[str, Metric] | None) -> dict[str, Metric]:
+    """``fit``'s metrics by the name they are recorded under (a callable's ``__name__``)."""
     if metrics is None:
-        named: dict[str, Metric] = {}
-    elif isinstance(metrics, Mapping):
-        named = dict(metrics)
-    else:
-        named = {getattr(m, "__name__", f"metric_{k}"): m for k, m in enumerate(metrics)}
+        return {}
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    return {getattr(m, "__name__", f"metric_{k}"): m for k, m in enumerate(metrics)}
 
-    x_train, y_train = dataset["train_input"], dataset["train_label"]
-    x_test, y_test = dataset["test_input"], dataset["test_label"]
-    n_train, n_test = x_train.shape[0], x_test.shape[0]
-    batch_train = n_train if batch == -1 or batch > n_train else batch
-    batch_test = n_test if batch == -1 or batch > n_test else batch
-    gen = torch.Generator().manual_seed(seed)
-    grid_every = max(1, stop_grid_update_step // max(1, grid_update_num))
 
-    def make_optimizer() -> torch.optim.Optimizer:
-        params = [p for p in model.parameters() if p.requires_grad]
-        if opt == "Adam":
-            return torch.optim.Adam(params, lr=lr)
-        return torch.optim.LBFGS(
-            params,
-            lr=lr,
-            history_size=10,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-32,
-            tolerance_change=1e-32,
-        )
+def _batch_sampler(x: torch.Tensor, batch: int, gen: torch.Generator) -> Callable[[], torch.Tensor]:
+    """Draws the indices of a random batch of ``x``'s rows (all of them when ``batch`` is -1 or
+    larger than ``x``), on ``x``'s device."""
+    n = x.shape[0]
+    size = n if batch == -1 or batch > n else batch
+    return lambda: torch.randperm(n, generator=gen)[:size].to(x.device)
 
-    optimizer = make_optimizer()
-    history: dict[str, list[float]] = {"train_loss": [], "test_loss": [], "reg": []}
-    for name in named:
-        history[name] = []
 
-    for step in range(steps):
-        train_id = torch.randperm(n_train, generator=gen)[:batch_train].to(x_train.device)
-        test_id = torch.randperm(n_test, generator=gen)[:batch_test].to(x_test.device)
-        if (
-            update_grid
-            and step % grid_every == 0
-            and step < stop_grid_update_step
-            and step >= start_grid_update_step
-        ):
-            with torch.no_grad():
-                model(x_train[train_id], update_grid=True)
-            if opt == "LBFGS" and step > 0:
-                optimizer = make_optimizer()
-        xb, yb = x_train[train_id], y_train[train_id]
-        record: dict[str, torch.Tensor] = {}
+def _log_and_check(history: dict[str, list[float]], step: int, show: bool) -> None:
+    """Prints the step's values when ``show``; raises once the training loss is not finite."""
+    if show:
+        extra = " ".join(f"{k}={v[-1]:.4g}" for k, v in history.items() if k not in ("train_loss",))
+        print(f"step {step:4d}  train_loss={history['train_loss'][-1]:.4g} {extra}")
+    if not math.isfinite(history["train_loss"][-1]):
+        raise FloatingPointError(f"training diverged at step {step} (non-finite loss)")
 
-        def closure(optimizer=optimizer, xb=xb, yb=yb, record=record) -> torch.Tensor:
-            optimizer.zero_grad()
-            if lamb > 0:
-                pred, reg = sample_regularization(model, xb, lamb_l1, lamb_entropy)
-            else:
-                pred, reg = model(xb), torch.zeros(())
-            fit_loss = loss_fn(pred, yb)
-            loss = fit_loss + lamb * reg
-            loss.backward()
-            mask_pruned_gradients(model)
-            record["train"], record["reg"] = fit_loss.detach(), reg.detach()
-            return loss
 
-        optimizer.step(closure)
-        with torch.no_grad():
-            test_loss = loss_fn(model(x_test[test_id]), y_test[test_id])
-        history["train_loss"].append(float(record["train"]))
-        history["test_loss"].append(float(test_loss))
-        history["reg"].append(float(record["reg"]))
-        for name, metric in named.items():
-            history[name].append(float(metric()))
-        if callback is not None:
-            callback(step, history)
-        if log and (step % log == 0 or step == steps - 1):
-            extra = " ".join(f"{k}={v[-1]:.4g}" for k, v in history.items() if k not in ("train_loss",))
-            print(f"step {step:4d}  train_loss={history['train_loss'][-1]:.4g} {extra}")
-        if not math.isfinite(history["train_loss"][-1]):
-            raise FloatingPointError(f"training diverged at step {step} (non-finite loss)")
-    return history
+def _make_optimizer(model: KAN, opt: str, lr: float) -> torch.optim.Optimizer:
+    """A fresh ``opt`` optimiser over the trainable parameters (pykan's LBFGS settings)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt == "Adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.LBFGS(
+        params,
+        lr=lr,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-32,
+        tolerance_change=1e-32,
+    )
+
+
+def _optimizer_step(
+    model: KAN,
+    optimizer: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    lamb: float,
+    lamb_l1: float,
+    lamb_entropy: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the batch; returns the fit loss and the regulariser of its last
+    evaluation (LBFGS evaluates the closure several times per step)."""
+    record: dict[str, torch.Tensor] = {}
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        if lamb > 0:
+            pred, reg = sample_regularization(model, xb, lamb_l1, lamb_entropy)
+        else:
+            pred, reg = model(xb), torch.zeros(())
+        fit_loss = loss_fn(pred, yb)
+        loss = fit_loss + lamb * reg
+        loss.backward()
+        mask_pruned_gradients(model)
+        record["train"], record["reg"] = fit_loss.detach(), reg.detach()
+        return loss
+
+    optimizer.step(closure)
+    return record["train"], record["reg"]

@@ -78,61 +78,88 @@ def plot(
         beta: if given, an edge's opacity is ``tanh(beta * score)`` (pykan's rule, on scores
             relative to the layer's largest) instead of the relative score itself.
     """
-    Figure = _figure_class()
     model = _check_model(model)
     acts = layer_inputs(model, x)
     widths = [model.layers[0].in_features] + [lay.out_features for lay in model.layers]
-    n_layers = len(model.layers)
-    fig = Figure(figsize=figsize or (max(4.0, min(16.0, 1.2 * max(widths))), 2.6 * n_layers + 1.0))
+    fig, ax = _network_axes(widths, title, figsize)
+    for l, lay in enumerate(model.layers):
+        scores = layer_edge_scores(lay, acts[l], max_elements=max_elements).cpu()
+        k = top_k
+        if k is None and threshold is None and scores.numel() > max_edges:
+            k = max_edges
+        rel = scores / scores.max().clamp_min(torch.finfo(scores.dtype).tiny)
+        drawn = torch.nonzero(_select(scores, k, threshold)).tolist()  # (o, i) pairs
+        lo, hi = acts[l].amin(0).cpu(), acts[l].amax(0).cpu()
+        for o, i in drawn:
+            x0, x1 = _node_x(widths[l], i), _node_x(widths[l + 1], o)
+            opacity = rel[o, i] if beta is None else torch.tanh(beta * rel[o, i])
+            alpha = float(opacity.clamp(0.05, 1.0))
+            ax.plot([x0, x1], [l, l + 1], color="black", alpha=alpha, lw=1.0, zorder=1)
+            if len(drawn) <= max_insets:
+                t = torch.linspace(float(lo[i]), float(hi[i]), n_points, dtype=lay.base_weight.dtype)
+                size = min(0.8 / max(len(drawn), 1), 0.08)
+                _draw_inset(fig, ax, lay, (o, i), t, ((x0 + x1) / 2, l + 0.5), size, alpha)
+    _draw_nodes(ax, widths, in_vars, out_vars)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def _node_x(width: int, j: int) -> float:
+    """Horizontal position of node ``j`` of a row of ``width`` nodes (axes coordinates)."""
+    return (j + 0.5) / width
+
+
+def _network_axes(
+    widths: Sequence[int], title: str | None, figsize: tuple[float, float] | None
+) -> tuple[Any, Any]:
+    """The figure and its axes for a network of node rows ``widths``: row ``l`` at height ``l``."""
+    n_layers = len(widths) - 1
+    fig = _figure_class()(figsize=figsize or (max(4.0, min(16.0, 1.2 * max(widths))), 2.6 * n_layers + 1.0))
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.92 if title else 0.96))
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.15, n_layers + 0.15)
     ax.axis("off")
     if title:
         fig.suptitle(title)
+    return fig, ax
 
-    def node_x(width: int, j: int) -> float:
-        return (j + 0.5) / width
 
-    to_fig = ax.transData + fig.transFigure.inverted()
-    for l, lay in enumerate(model.layers):
-        scores = layer_edge_scores(lay, acts[l], max_elements=max_elements).cpu()
-        k = top_k
-        if k is None and threshold is None and scores.numel() > max_edges:
-            k = max_edges
-        mask = _select(scores, k, threshold)
-        rel = scores / scores.max().clamp_min(torch.finfo(scores.dtype).tiny)
-        drawn = torch.nonzero(mask).tolist()  # (o, i) pairs
-        insets = len(drawn) <= max_insets
-        lo = acts[l].amin(0).cpu()
-        hi = acts[l].amax(0).cpu()
-        for o, i in drawn:
-            x0, x1 = node_x(widths[l], i), node_x(widths[l + 1], o)
-            opacity = rel[o, i] if beta is None else torch.tanh(beta * rel[o, i])
-            alpha = float(opacity.clamp(0.05, 1.0))
-            ax.plot([x0, x1], [l, l + 1], color="black", alpha=alpha, lw=1.0, zorder=1)
-            if insets:
-                t = torch.linspace(float(lo[i]), float(hi[i]), n_points, dtype=lay.base_weight.dtype)
-                with torch.no_grad():
-                    y = edge_function(lay, o, i, t.to(lay.grid.device)).cpu()
-                cx, cy = to_fig.transform(((x0 + x1) / 2, l + 0.5))
-                size = min(0.8 / max(len(drawn), 1), 0.08)
-                sub = fig.add_axes((cx - size / 2, cy - size / 2, size, size))
-                sub.plot(t.numpy(), y.numpy(), color="tab:blue", lw=1.2, alpha=max(alpha, 0.3))
-                sub.set_xticks([])
-                sub.set_yticks([])
-                for spine in sub.spines.values():
-                    spine.set_alpha(alpha)
+def _draw_inset(
+    fig: Any,
+    ax: Any,
+    layer: Any,
+    edge: tuple[int, int],
+    t: torch.Tensor,
+    center: tuple[float, float],
+    size: float,
+    alpha: float,
+) -> None:
+    """A small axes of side ``size`` (figure fraction) at ``center`` (data coordinates of ``ax``)
+    with the function of ``layer``'s edge ``(o, i)`` over the inputs ``t``."""
+    with torch.no_grad():
+        y = edge_function(layer, *edge, t.to(layer.grid.device)).cpu()
+    cx, cy = (ax.transData + fig.transFigure.inverted()).transform(center)
+    sub = fig.add_axes((cx - size / 2, cy - size / 2, size, size))
+    sub.plot(t.numpy(), y.numpy(), color="tab:blue", lw=1.2, alpha=max(alpha, 0.3))
+    sub.set_xticks([])
+    sub.set_yticks([])
+    for spine in sub.spines.values():
+        spine.set_alpha(alpha)
+
+
+def _draw_nodes(
+    ax: Any, widths: Sequence[int], in_vars: Sequence[str] | None, out_vars: Sequence[str] | None
+) -> None:
+    """Every row of nodes, the inputs (bottom) and outputs (top) labelled when names are given."""
+    n_layers = len(widths) - 1
     for l, width in enumerate(widths):
-        xs = [node_x(width, j) for j in range(width)]
+        xs = [_node_x(width, j) for j in range(width)]
         ax.scatter(xs, [l] * width, s=max(4, 60 - width), color="black", zorder=3)
         labels = in_vars if l == 0 else out_vars if l == n_layers else None
         if labels is not None:
             for j, name in enumerate(labels):
                 ax.text(xs[j], l - 0.1 if l == 0 else l + 0.08, str(name), ha="center", fontsize=9)
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
 
 
 @torch.no_grad()

@@ -427,19 +427,72 @@ def refine_symbolic(
     y = y.detach()
     if y.is_floating_point():  # integer class labels stay integers (cross-entropy)
         y = y.double()
-    keys = sorted(table)
-    init = [torch.tensor([table[k].a, table[k].b, table[k].c, table[k].d], dtype=torch.float64) for k in keys]
-    free_mask = torch.cat(
-        [torch.tensor([table[k].name != "0"] * 3 + [True]) for k in keys]
-        + [torch.ones(lay.out_features, dtype=torch.bool) for lay in model.layers if lay.bias is not None]
-    )
-    full0 = torch.cat(init + [lay.bias.detach().double() for lay in model.layers if lay.bias is not None])
+    packed = _JointParameters.of(model, table)
 
-    def unpack(vec: torch.Tensor) -> tuple[dict, list]:
-        full = full0.clone()
-        full = full.masked_scatter(free_mask, vec) if vec.requires_grad else full.index_put((free_mask,), vec)
-        params = {k: full[4 * j : 4 * j + 4] for j, k in enumerate(keys)}
-        offset, biases = 4 * len(keys), []
+    def loss_of(vec: torch.Tensor) -> torch.Tensor:
+        pred = _forward(model, x, *packed.unpack(model, vec))
+        return torch.nn.functional.mse_loss(pred, y) if loss_fn is None else loss_fn(pred, y)
+
+    vec0 = packed.full0[packed.free_mask].clone()
+    with torch.no_grad():
+        start = float(loss_of(vec0))
+    if steps <= 0 or vec0.numel() == 0:
+        return start
+    if loss_fn is None:
+
+        def residual(vec: torch.Tensor) -> torch.Tensor:
+            return (_forward(model, x, *packed.unpack(model, vec)) - y).flatten()
+
+        vec = _least_squares(residual, vec0, y.numel(), steps)
+    else:
+        vec = _lbfgs(loss_of, vec0, steps)
+    with torch.no_grad():
+        final = float(loss_of(vec))
+        if not math.isfinite(final) or final > start:
+            return start
+        params, biases = packed.unpack(model, vec)
+        for k in packed.keys:
+            a, b, c, d = (float(v) for v in params[k])
+            e = table[k]
+            table[k] = SymbolicEdge(e.name, e.fn, e.sympy_fn, e.complexity, a, b, c, d, e.r2)
+        for lay, bias in zip(model.layers, biases, strict=True):
+            if bias is not None:
+                lay.bias.copy_(bias.to(lay.bias.dtype))
+    return final
+
+
+@dataclass
+class _JointParameters:
+    """Every edge's ``a, b, c, d`` then every layer bias, as one float64 vector ``full0``, and which
+    of its entries ``refine_symbolic`` may change (of a ``"0"`` edge only ``d``)."""
+
+    keys: list[tuple[int, int, int]]
+    free_mask: torch.Tensor
+    full0: torch.Tensor
+
+    @classmethod
+    def of(cls, model: KAN, table: dict[tuple[int, int, int], SymbolicEdge]) -> _JointParameters:
+        keys = sorted(table)
+        init = [
+            torch.tensor([table[k].a, table[k].b, table[k].c, table[k].d], dtype=torch.float64) for k in keys
+        ]
+        free_mask = torch.cat(
+            [torch.tensor([table[k].name != "0"] * 3 + [True]) for k in keys]
+            + [torch.ones(lay.out_features, dtype=torch.bool) for lay in model.layers if lay.bias is not None]
+        )
+        full0 = torch.cat(init + [lay.bias.detach().double() for lay in model.layers if lay.bias is not None])
+        return cls(keys, free_mask, full0)
+
+    def unpack(self, model: KAN, vec: torch.Tensor) -> tuple[dict, list]:
+        """The per-edge parameters and per-layer biases with the free entries set to ``vec``."""
+        full = self.full0.clone()
+        full = (
+            full.masked_scatter(self.free_mask, vec)
+            if vec.requires_grad
+            else full.index_put((self.free_mask,), vec)
+        )
+        params = {k: full[4 * j : 4 * j + 4] for j, k in enumerate(self.keys)}
+        offset, biases = 4 * len(self.keys), []
         for lay in model.layers:
             if lay.bias is None:
                 biases.append(None)
@@ -448,71 +501,57 @@ def refine_symbolic(
                 offset += lay.out_features
         return params, biases
 
-    def loss_of(vec: torch.Tensor) -> torch.Tensor:
-        pred = _forward(model, x, *unpack(vec))
-        return torch.nn.functional.mse_loss(pred, y) if loss_fn is None else loss_fn(pred, y)
 
-    vec0 = full0[free_mask].clone()
-    with torch.no_grad():
-        start = float(loss_of(vec0))
-    if steps <= 0 or vec0.numel() == 0:
-        return start
-    if loss_fn is None:
-        try:
-            from scipy.optimize import least_squares
-        except ImportError as err:  # pragma: no cover
-            raise ImportError(f"refine_symbolic needs scipy; {INTERPRET_EXTRA_HINT}") from err
-        import numpy as np
+def _least_squares(
+    residual: Callable[[torch.Tensor], torch.Tensor], vec0: torch.Tensor, n_residuals: int, steps: int
+) -> torch.Tensor:
+    """Minimises ``|residual(vec)|^2`` from ``vec0`` with scipy (Levenberg-Marquardt where there
+    are at least as many residuals as unknowns); non-finite residuals count as 1e6."""
+    try:
+        from scipy.optimize import least_squares
+    except ImportError as err:  # pragma: no cover
+        raise ImportError(f"refine_symbolic needs scipy; {INTERPRET_EXTRA_HINT}") from err
+    import numpy as np
 
-        def residual(v: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                r = (_forward(model, x, *unpack(torch.as_tensor(v))) - y).flatten().numpy()
-            return np.where(np.isfinite(r), r, 1e6)
+    def residual_np(v: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            r = residual(torch.as_tensor(v)).numpy()
+        return np.where(np.isfinite(r), r, 1e6)
 
-        method = "lm" if y.numel() >= vec0.numel() else "trf"
-        sol = least_squares(
-            residual,
-            vec0.numpy(),
-            method=method,
-            xtol=1e-15,
-            ftol=1e-15,
-            gtol=1e-15,
-            max_nfev=100 * steps,
-        )
-        vec = torch.as_tensor(sol.x, dtype=torch.float64)
-    else:
-        vec = vec0.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS(
-            [vec],
-            lr=1.0,
-            history_size=20,
-            max_iter=steps,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-14,
-            tolerance_change=1e-16,
-        )
+    method = "lm" if n_residuals >= vec0.numel() else "trf"
+    sol = least_squares(
+        residual_np,
+        vec0.numpy(),
+        method=method,
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+        max_nfev=100 * steps,
+    )
+    return torch.as_tensor(sol.x, dtype=torch.float64)
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = loss_of(vec)
-            loss.backward()
-            return loss
 
-        opt.step(closure)
-        vec = vec.detach()
-    with torch.no_grad():
-        final = float(loss_of(vec))
-        if not math.isfinite(final) or final > start:
-            return start
-        params, biases = unpack(vec)
-        for k in keys:
-            a, b, c, d = (float(v) for v in params[k])
-            e = table[k]
-            table[k] = SymbolicEdge(e.name, e.fn, e.sympy_fn, e.complexity, a, b, c, d, e.r2)
-        for lay, bias in zip(model.layers, biases, strict=True):
-            if bias is not None:
-                lay.bias.copy_(bias.to(lay.bias.dtype))
-    return final
+def _lbfgs(loss_of: Callable[[torch.Tensor], torch.Tensor], vec0: torch.Tensor, steps: int) -> torch.Tensor:
+    """Minimises ``loss_of(vec)`` from ``vec0`` with LBFGS (``steps`` iterations at most)."""
+    vec = vec0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [vec],
+        lr=1.0,
+        history_size=20,
+        max_iter=steps,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = loss_of(vec)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return vec.detach()
 
 
 def symbolic_formula(

@@ -21,7 +21,7 @@ from .config import ConfigError, TrainConfig
 from .distributed import DistContext, all_reduce, no_buffer_sync, setup_distributed, update_grid_synced
 from .measure import device_description, reset_peak_memory, sync
 from .models import build_from_config, count_parameters
-from .report import finish
+from .report import RunOutcome, finish
 
 __all__ = ["CHECKPOINT_FORMAT", "RunResult", "evaluate", "run"]
 
@@ -129,10 +129,8 @@ def _train(
         state.model, *test_shard, batch_size=cfg.eval_batch_size, amp=cfg.amp, ctx=ctx
     )
     trained = max(cfg.epochs - state.start_epoch, 0)
-    results = finish(
-        cfg, data, state.raw, state.params, state.history, (test_loss, test_acc), device, ctx, mem_before, say,
-        epochs_trained=trained,
-    )  # fmt: skip
+    outcome = RunOutcome(cfg, data, state.params, state.history, (test_loss, test_acc), device, ctx)
+    results = finish(outcome, state.raw, mem_before, say, epochs_trained=trained)
     return RunResult(results=results, model=state.raw)
 
 

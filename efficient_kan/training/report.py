@@ -7,6 +7,7 @@ import json
 import os
 import platform
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,26 @@ from .config import TrainConfig
 from .distributed import DistContext, all_reduce, ranks_identical
 from .measure import device_description, peak_memory_mib
 
-__all__ = ["finish", "summarise"]
+__all__ = ["RunOutcome", "finish", "summarise"]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished run reports: its configuration and data, its model's parameter count, the
+    per-epoch records, the final test ``(loss, accuracy)``, and where it ran."""
+
+    cfg: TrainConfig
+    data: ImageData
+    params: int
+    history: list[dict[str, Any]]
+    test: tuple[float, float]
+    device: torch.device
+    ctx: DistContext
 
 
 def finish(
-    cfg: TrainConfig,
-    data: ImageData,
+    outcome: RunOutcome,
     raw: nn.Module,
-    params: int,
-    history: list[dict[str, Any]],
-    test: tuple[float, float],
-    device: torch.device,
-    ctx: DistContext,
     mem_before: float,
     say: Callable[[str], None],
     *,
@@ -40,10 +49,12 @@ def finish(
 
     With no epoch trained in this run (a resumed, finished checkpoint) the throughput fields are
     None: the history's timings are those of the run that wrote the checkpoint."""
+    cfg, history, test, device, ctx = outcome.cfg, outcome.history, outcome.test, outcome.device, outcome.ctx
+    params = outcome.params
     identical = ranks_identical(raw, ctx)
     mem, mem_kind = peak_memory_mib(device)
     (mem,) = all_reduce([mem], device, ctx, op=dist.ReduceOp.MAX)
-    results = summarise(cfg, data, params, history, test, device, ctx, mem, mem_kind)
+    results = summarise(outcome, mem, mem_kind)
     results["epochs_trained"] = epochs_trained
     if not epochs_trained:
         for key in _THROUGHPUT_KEYS:
@@ -96,18 +107,16 @@ def _rates(records: list[dict[str, Any]]) -> tuple[float | None, float | None, f
     )
 
 
-def summarise(
-    cfg: TrainConfig,
-    data: ImageData,
-    params: int,
-    history: list[dict[str, Any]],
-    test: tuple[float, float],
-    device: torch.device,
-    ctx: DistContext,
-    mem: float,
-    mem_kind: str,
-) -> dict[str, Any]:
+def summarise(outcome: RunOutcome, mem: float, mem_kind: str) -> dict[str, Any]:
     """The JSON-ready results; throughput over all epochs and over epochs after the first."""
+    cfg, data, params, history, test = (
+        outcome.cfg,
+        outcome.data,
+        outcome.params,
+        outcome.history,
+        outcome.test,
+    )
+    device, ctx = outcome.device, outcome.ctx
     samples_s, steps_s, s_epoch = _rates(history)
     steady_samples_s, steady_steps_s, steady_s_epoch = _rates(history[1:] if len(history) > 1 else history)
     return {
