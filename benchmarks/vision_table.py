@@ -12,19 +12,9 @@ over several seeds; writes ``vision_<dataset>_<device>.md`` / ``.json`` / ``.png
 ``benchmarks/results/``). Accuracy is mean +- sample std over seeds; samples/s over the epochs after
 the first; memory is peak RSS of a process per run on CPU, ``max_memory_allocated`` on CUDA.
 
-Plan for the CPU table (Fashion-MNIST 60,000 / 10,000, batch 64, ``--threads 1``, 3 seeds, a
-process per run): per-epoch times measured on this 2-core machine under load average 13-16 with
-``--train-limit 1920 --test-limit 1000 --epochs 2 --seeds 0 --isolate none --threads 1`` (the
-second epoch, scaled to 60,000 samples), seconds per full epoch:
-
-    CNN: MLP 120 (first run in the process: includes warm-up), KAN head 56, MLP ~head 54,
-         KAN mlp-blocks 87, MLP ~mlp-blocks 69                       -> 386 s per epoch of all 5
-    ViT: MLP 104, KAN head 86, MLP ~head 72, KAN mlp-blocks 388, MLP ~mlp-blocks 219
-                                                                       -> 869 s per epoch of all 5
-
-With ``EPOCHS`` = 3 for the CNN and 1 for the ViT: 3 seeds x (3 x 386 + 1 x 869) s = 101 minutes
-of training, plus evaluation after each epoch and 30 process starts: about two hours. On a quiet
-machine expect less. Full CPU table::
+Epochs (``EPOCHS``) are the same for every row of an architecture, so its rows compare at equal
+training. The committed CPU table (``benchmarks/results/vision_fashion-mnist_cpu.md``) states how
+long its runs took. Full CPU table::
 
     python benchmarks/vision_table.py --dataset fashion-mnist --threads 1 --publish
 
@@ -59,7 +49,7 @@ import _output  # noqa: E402
 from _tables import gap_verdict, run_train_mnist_process, seed_stats  # noqa: E402
 
 #: Epochs per architecture for the full table: the same for every row of an architecture, so its
-#: rows compare at equal training; sized to the two-hour CPU budget in the module docstring.
+#: rows compare at equal training.
 EPOCHS = {"cnn": 3, "vit": 1}
 KINDS = ("MLP", "KAN head", "MLP, ~KAN head params", "KAN mlp-blocks", "MLP, ~KAN mlp-blocks params")
 IMAGE = (1, 28, 28)
