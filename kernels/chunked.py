@@ -32,8 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile, _cast
-from ._config import acc_dtype, compute_tl_dtype, geometry, interpreting, strides_or_zeros
+from ._basis import _act, _act_grad, _basis_tile, _cast, _knot_rows, _load_tile, _store_tile
+from ._config import acc_dtype, compute_tl_dtype, geometry, interpreting, strides_or_none
 
 __all__ = ["chunked_fwd", "chunked_bwd"]
 
@@ -70,12 +70,8 @@ def _kan_expand_kernel(
     ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     m_ok = rm < M
     i_ok = ri < I
-    x = tl.load(
-        x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
-        mask=m_ok[:, None] & i_ok[None, :],
-        other=0.0,
-    ).to(CDT)
-    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
+    row = _knot_rows(g_ptr, ri, I, stride_gi)
     basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
     jj = tl.arange(0, P)[None, None, :]
     tile = tl.where(jj == NB, _act(x, ACT)[:, :, None], basis)
@@ -116,9 +112,8 @@ def _kan_dx_reduce_kernel(
     ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     m_ok = rm < M
     i_ok = ri < I
-    mask2 = m_ok[:, None] & i_ok[None, :]
-    x = tl.load(x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi, mask=mask2, other=0.0).to(CDT)
-    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
+    row = _knot_rows(g_ptr, ri, I, stride_gi)
     der = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, True)
     jj = tl.arange(0, P)[None, None, :]
     coef = tl.where(jj == NB, _act_grad(x, ACT)[:, :, None], der)
@@ -126,17 +121,13 @@ def _kan_dx_reduce_kernel(
     mask = m_ok[:, None, None] & i_ok[None, :, None] & (jj <= NB)
     da = tl.load(da_ptr + rm[:, None, None] * stride_dam + col, mask=mask, other=0.0).to(CDT)
     dx = tl.sum(coef * da, axis=2)
-    tl.store(
-        dx_ptr + rm[:, None] * stride_dxm + ri[None, :] * stride_dxi,
-        _cast(dx, dx_ptr.dtype.element_ty),
-        mask=mask2,
-    )
+    _store_tile(dx_ptr, rm, ri, stride_dxm, stride_dxi, m_ok, i_ok, dx)
 
 
 @triton.jit
 def _kan_pack_kernel(
     sw_ptr,
-    sc_ptr,
+    sc_ptr,  # spline_scaler, or None (HAS_SCALER False; its strides are None too)
     bw_ptr,
     wt_ptr,
     I,
@@ -158,19 +149,19 @@ def _kan_pack_kernel(
     base_weight[o, i]``. The product is formed in ``CDT`` and rounded once to ``Wt``'s dtype."""
     ri = tl.program_id(0).to(tl.int64) * BLOCK_I + tl.arange(0, BLOCK_I)
     ro = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
-    mask = (ri < I)[:, None] & (ro < O)[None, :]
+    i_ok = ri < I
+    o_ok = ro < O
+    mask = i_ok[:, None] & o_ok[None, :]
     out_rows = wt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
     src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
     if HAS_SCALER:
-        sc = tl.load(sc_ptr + ro[None, :] * stride_sco + ri[:, None] * stride_sci, mask=mask, other=0.0).to(
-            CDT
-        )
+        sc = _load_tile(sc_ptr, ri, ro, stride_sci, stride_sco, i_ok, o_ok).to(CDT)
     for j in range(NB):
         w = tl.load(src + j * stride_swj, mask=mask, other=0.0).to(CDT)
         if HAS_SCALER:
             w = w * sc
         tl.store(out_rows + j * O, _cast(w, wt_ptr.dtype.element_ty), mask=mask)
-    wb = tl.load(bw_ptr + ro[None, :] * stride_bwo + ri[:, None] * stride_bwi, mask=mask, other=0.0)
+    wb = _load_tile(bw_ptr, ri, ro, stride_bwi, stride_bwo, i_ok, o_ok)
     tl.store(out_rows + NB * O, _cast(wb, wt_ptr.dtype.element_ty), mask=mask)
 
 
@@ -178,9 +169,9 @@ def _kan_pack_kernel(
 def _kan_unpack_kernel(
     dwt_ptr,
     sw_ptr,
-    sc_ptr,
+    sc_ptr,  # spline_scaler, or None (HAS_SCALER False; its strides are None too)
     dsw_ptr,
-    dsc_ptr,
+    dsc_ptr,  # its gradient, or None with it
     dbw_ptr,
     I,
     O,
@@ -205,15 +196,15 @@ def _kan_unpack_kernel(
     ``d spline_weight = dWt * scaler``, ``d scaler = sum_j dWt * spline_weight``, ``d base = dWt[NB]``."""
     ri = tl.program_id(0).to(tl.int64) * BLOCK_I + tl.arange(0, BLOCK_I)
     ro = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
-    mask = (ri < I)[:, None] & (ro < O)[None, :]
+    i_ok = ri < I
+    o_ok = ro < O
+    mask = i_ok[:, None] & o_ok[None, :]
     g_rows = dwt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
     w_src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
     dsw_dst = dsw_ptr + ro[None, :] * stride_dswo + ri[:, None] * stride_dswi
     oi = ro[None, :] * stride_go + ri[:, None] * stride_gi  # (o, i) in the (O, I) outputs
     if HAS_SCALER:
-        sc = tl.load(sc_ptr + ro[None, :] * stride_sco + ri[:, None] * stride_sci, mask=mask, other=0.0).to(
-            CDT
-        )
+        sc = _load_tile(sc_ptr, ri, ro, stride_sci, stride_sco, i_ok, o_ok).to(CDT)
         dsc = tl.zeros((BLOCK_I, BLOCK_O), dtype=CDT)
     for j in range(NB):
         g = tl.load(g_rows + j * O, mask=mask, other=0.0).to(CDT)
@@ -283,11 +274,10 @@ def pack_weights(
     if wt.numel() == 0:
         return wt
     bi, bo = _weight_blocks()
-    sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
     acc = torch.float64 if torch.float64 in (dtype, spline_weight.dtype) else torch.float32
     _kan_pack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
-        spline_weight, sc, base_weight, wt, n_in, n_out,
-        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2), base_weight.stride(0), base_weight.stride(1),
+        spline_weight, spline_scaler, base_weight, wt, n_in, n_out,
+        *spline_weight.stride(), *strides_or_none(spline_scaler, 2), base_weight.stride(0), base_weight.stride(1),
         NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(acc), BLOCK_I=bi, BLOCK_O=bo,
     )  # fmt: skip
     return wt
@@ -308,12 +298,13 @@ def _unpack_grads(
     if n_in == 0 or n_out == 0:
         return
     bi, bo = _weight_blocks()
-    sc = spline_scaler if spline_scaler is not None else spline_weight
+    if (dsc is None) != (spline_scaler is None):
+        raise ValueError("d_scaler must be given exactly when spline_scaler is")
     if dsc is not None and dsc.stride() != dbw.stride():  # the kernel takes one set of (O, I) strides
         raise ValueError(f"d_scaler strides {dsc.stride()} differ from d_base_weight's {dbw.stride()}")
     _kan_unpack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
-        dwt, spline_weight, sc, dsw, dsc if dsc is not None else dsw, dbw, n_in, n_out,
-        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2), *dsw.stride(), *dbw.stride(),
+        dwt, spline_weight, spline_scaler, dsw, dsc, dbw, n_in, n_out,
+        *spline_weight.stride(), *strides_or_none(spline_scaler, 2), *dsw.stride(), *dbw.stride(),
         NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(dbw.dtype), BLOCK_I=bi, BLOCK_O=bo,
     )  # fmt: skip
 
