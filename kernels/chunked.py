@@ -1,29 +1,8 @@
-"""The chunked strategy: Triton writes the expanded input a slice at a time, cuBLAS multiplies it.
+"""The chunked strategy: Triton writes the expanded input ``[B(x) | act(x)]`` a bounded slice at a
+time and cuBLAS multiplies it; backward, a second kernel reduces ``dY @ W`` with the basis
+derivatives into ``dX``.
 
-The fused kernels (``fused.py``) rebuild the basis for every ``BLOCK_N`` slice of the
-output, in series with the tensor cores. At large batch and width that prologue, not the product,
-sets the time. This strategy moves the product to cuBLAS and keeps the basis out of memory in all
-but one bounded slice:
-
-- forward, in chunks of rows: ``_kan_expand_kernel`` writes ``A = [B(x) | act(x)]`` for the rows of
-  one chunk into a reused buffer (compute dtype, at most ``chunk_bytes``), then one ``addmm`` with
-  the packed weight gives those rows of ``y``;
-- backward, in chunks of input features (so nothing is accumulated across chunks): for each slice
-  of features, ``A`` of the slice for the whole batch, ``dWpacked[slice] = A^T @ dY`` into its rows
-  of the packed gradient, then ``dA = dY @ Wpacked[slice]^T`` into the same buffer and
-  ``_kan_dx_reduce_kernel`` reduces it with the basis derivatives into ``dX[:, slice]``.
-
-The packed weight is ``Wt`` of shape ``(I * (NB + 1), O)``: row ``i * (NB + 1) + j`` holds
-``spline_weight[:, i, j] * spline_scaler[:, i]`` for ``j < NB`` and ``base_weight[:, i]`` for
-``j = NB``, so a slice of features is a contiguous block of rows. ``_kan_pack_kernel`` builds it per
-call (in fp32, then cast once to the operand dtype, like the reference's product) and
-``_kan_unpack_kernel`` turns its gradient into the parameter gradients; backward packs and
-unpacks one slice of features at a time, so those transients are slice-sized too. Neither is saved
-for backward: autograd keeps ``x`` and the parameters only.
-
-Precision is the products' own: ``torch.mm`` honours PyTorch's fp32 matmul setting (IEEE unless
-TF32 is allowed), accumulates bf16/fp16 in fp32 and rounds each output once, like ``nn.Linear``.
-Knot arithmetic is fp32 (fp64 for fp64 inputs) in the Triton kernels, as in the fused ones.
+Chunking, the packed weight's layout and precision: README.md, "How the kernels work".
 """
 
 from __future__ import annotations
@@ -268,7 +247,7 @@ def pack_weights(
     spline_scaler: torch.Tensor | None,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``Wt`` ``(I * (NB + 1), O)`` in ``dtype`` (see the module docstring for the layout)."""
+    """``Wt`` ``(I * (NB + 1), O)`` in ``dtype`` (layout: :func:`_kan_pack_kernel`)."""
     n_out, n_in, nb = spline_weight.shape
     wt = torch.empty((n_in * (nb + 1), n_out), device=spline_weight.device, dtype=dtype)
     if wt.numel() == 0:

@@ -1,25 +1,7 @@
-"""The fused strategy: the basis lives only in registers; forward, input-gradient and
-weight-gradient kernels and their launchers.
+"""The fused strategy: forward, input-gradient and weight-gradient kernels that build the B-spline
+basis in registers and feed it straight to ``tl.dot`` (it never goes to memory), and their launchers.
 
-- ``_kan_fwd_kernel``: ``y = [B(x) | act(x)] @ [spline_weight * spline_scaler | base_weight]^T
-  + bias``. Each program owns a ``(BLOCK_M, BLOCK_N)`` tile of ``y`` (or, when those tiles are too
-  few to fill the GPU, of one of ``SPLIT`` fp32 partial sums over slices of the input features,
-  summed on the host: small batches would otherwise run the whole reduction over ``I`` on a
-  handful of SMs). For every block of ``BLOCK_I`` input features it loads ``x`` and accumulates
-  the base branch ``act(x) @ base_weight^T``; then, per sub-block of ``SUB_I`` features, it builds
-  the ``(BLOCK_M, SUB_I * P)`` basis tile in registers, packs the matching weight tile on load and
-  accumulates the spline product.
-- ``_kan_bwd_dx_kernel``: a ``(BLOCK_M, BLOCK_I)`` tile of ``dX``. Loops over the outputs,
-  accumulating ``dY @ Wpacked`` as a ``(BLOCK_M, BLOCK_I * P)`` tile and ``dY @ base_weight``; the
-  epilogue multiplies by the basis derivatives ``B'_j(x)`` and reduces each feature's ``P`` lanes,
-  then adds ``act'(x) * (dY @ base_weight)``.
-- ``_kan_bwd_dw_kernel``: a ``(BLOCK_I * P, BLOCK_N)`` tile of ``d(Wpacked)^T = A(x)^T @ dY``
-  (plus the base branch), reducing over the batch inside the program (no atomics). Large batches
-  with few weight tiles are split over ``SPLIT`` programs writing fp32 partials, summed on the host.
-  The epilogue turns ``d(packed)`` into the parameter gradients directly:
-  ``d spline_weight = d(packed) * scaler``, ``d scaler = sum_j d(packed) * spline_weight``.
-
-All ``tl.dot`` accumulation is fp32 (fp64 for fp64 inputs). The basis never goes to memory.
+How each kernel tiles, splits and reduces: README.md, "How the kernels work".
 """
 
 from __future__ import annotations
@@ -86,6 +68,8 @@ def _kan_fwd_kernel(
     BLOCK_I: tl.constexpr,
     SUB_I: tl.constexpr,  # features per spline product (divides BLOCK_I)
 ):
+    """A ``(BLOCK_M, BLOCK_N)`` tile of ``y``, or of feature slice ``pid_s``'s fp32 partial sum
+    when ``SPLIT > 1``: base branch per ``BLOCK_I`` features, spline product per ``SUB_I``."""
     pid_m = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2).to(tl.int64)
@@ -196,6 +180,8 @@ def _kan_bwd_dx_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_I: tl.constexpr,
 ):
+    """A ``(BLOCK_M, BLOCK_I)`` tile of ``dX``: ``dY @ Wpacked`` times the basis derivatives, summed
+    over each feature's ``P`` lanes, plus ``act'(x) * (dY @ base_weight)``."""
     pid_m = tl.program_id(0).to(tl.int64)
     pid_i = tl.program_id(1).to(tl.int64)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -295,6 +281,8 @@ def _kan_bwd_dw_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_I: tl.constexpr,
 ):
+    """A ``(BLOCK_I * P, BLOCK_N)`` tile of the packed weight gradient ``A(x)^T @ dY`` (and the base
+    branch's) over batch slice ``pid_s``, written out as the parameters' gradients."""
     pid_i = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2).to(tl.int64)
