@@ -327,7 +327,13 @@ def _kan_bwd_dw_kernel(
     n_w = I * NB  # elements per output row of spline_weight's gradient
     dsw = acc_s
     if HAS_SCALER:
-        sc = _load_tile(sc_ptr, ri, rn, stride_sci, stride_sco, i_ok, n_ok).to(CDT)
+        # Written out, not _load_tile: this order of the address terms spills less in sm_90
+        # compiles of the wide-basis configs (tools/kernel_resources.py).
+        sc = tl.load(
+            sc_ptr + rn[None, :] * stride_sco + ri[:, None] * stride_sci,
+            mask=i_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        ).to(CDT)
         dsw = tl.reshape(tl.reshape(acc_s, (BLOCK_I, P, BLOCK_N)) * sc[:, None, :], (BLOCK_I * P, BLOCK_N))
         sw = tl.load(
             sw_ptr + rn[None, :] * stride_swo + ci[:, None] * stride_swi + cj[:, None] * stride_swj,
