@@ -13,7 +13,7 @@ Everything here is ``@triton.jit`` and is inlined into the kernels. The maths mi
 
 It also holds the two casts to the operand dtype that keep bf16 testable under ``TRITON_INTERPRET=1``
 (:func:`_dot_operand`, :func:`_cast`: on a GPU they are plain ``.to(dtype)``) and the masked 2-D
-tile load and store every kernel uses (:func:`_load_tile`, :func:`_store_tile`).
+tile loads and store every kernel uses (:func:`_load_tile`, :func:`_load_tile_t`, :func:`_store_tile`).
 """
 
 import triton
@@ -73,6 +73,19 @@ def _load_tile(ptr, rows, cols, stride_r, stride_c, row_ok, col_ok):
     return tl.load(
         ptr + rows[:, None] * stride_r + cols[None, :] * stride_c,
         mask=row_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
+def _load_tile_t(ptr, rows, cols, stride_r, stride_c, row_ok, col_ok):
+    """The transpose of :func:`_load_tile`'s tile: ``ptr[rows, cols]^T``, shape
+    ``(len(cols), len(rows))``. Arguments in the tensor's order (a weight tile loaded feature-major,
+    for example), so the address sum starts at the leading dimension as in ``_load_tile``: the
+    order of those terms changes sm_90 register allocation and spills."""
+    return tl.load(
+        ptr + rows[None, :] * stride_r + cols[:, None] * stride_c,
+        mask=col_ok[:, None] & row_ok[None, :],
         other=0.0,
     )
 

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile, _cast, _knot_rows, _load_tile, _store_tile
+from ._basis import _act, _act_grad, _basis_tile, _cast, _knot_rows, _load_tile, _load_tile_t, _store_tile
 from ._config import acc_dtype, compute_tl_dtype, geometry, interpreting, strides_or_none
 
 __all__ = ["chunked_fwd", "chunked_bwd"]
@@ -134,13 +134,13 @@ def _kan_pack_kernel(
     out_rows = wt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
     src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
     if HAS_SCALER:
-        sc = _load_tile(sc_ptr, ri, ro, stride_sci, stride_sco, i_ok, o_ok).to(CDT)
+        sc = _load_tile_t(sc_ptr, ro, ri, stride_sco, stride_sci, o_ok, i_ok).to(CDT)
     for j in range(NB):
         w = tl.load(src + j * stride_swj, mask=mask, other=0.0).to(CDT)
         if HAS_SCALER:
             w = w * sc
         tl.store(out_rows + j * O, _cast(w, wt_ptr.dtype.element_ty), mask=mask)
-    wb = _load_tile(bw_ptr, ri, ro, stride_bwi, stride_bwo, i_ok, o_ok)
+    wb = _load_tile_t(bw_ptr, ro, ri, stride_bwo, stride_bwi, o_ok, i_ok)
     tl.store(out_rows + NB * O, _cast(wb, wt_ptr.dtype.element_ty), mask=mask)
 
 
@@ -183,7 +183,7 @@ def _kan_unpack_kernel(
     dsw_dst = dsw_ptr + ro[None, :] * stride_dswo + ri[:, None] * stride_dswi
     oi = ro[None, :] * stride_go + ri[:, None] * stride_gi  # (o, i) in the (O, I) outputs
     if HAS_SCALER:
-        sc = _load_tile(sc_ptr, ri, ro, stride_sci, stride_sco, i_ok, o_ok).to(CDT)
+        sc = _load_tile_t(sc_ptr, ro, ri, stride_sco, stride_sci, o_ok, i_ok).to(CDT)
         dsc = tl.zeros((BLOCK_I, BLOCK_O), dtype=CDT)
     for j in range(NB):
         g = tl.load(g_rows + j * O, mask=mask, other=0.0).to(CDT)

@@ -10,7 +10,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile, _dot_operand, _knot_rows, _load_tile, _store_tile
+from ._basis import (
+    _act,
+    _act_grad,
+    _basis_tile,
+    _dot_operand,
+    _knot_rows,
+    _load_tile,
+    _load_tile_t,
+    _store_tile,
+)
 from ._config import (
     acc_dtype,
     compute_tl_dtype,
@@ -97,7 +106,7 @@ def _kan_fwd_kernel(
         ri = i0 + tl.arange(0, BLOCK_I).to(tl.int64)
         i_ok = ri < i_end
         x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
-        wb = _dot_operand(_load_tile(bw_ptr, ri, rn, stride_bwi, stride_bwo, i_ok, n_ok), DOT)
+        wb = _dot_operand(_load_tile_t(bw_ptr, rn, ri, stride_bwo, stride_bwi, n_ok, i_ok), DOT)
         xa = _dot_operand(_act(x, ACT), DOT)
         if BLOCK_I >= 16:
             acc = tl.dot(xa, wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
@@ -129,7 +138,7 @@ def _kan_fwd_kernel(
                 other=0.0,
             ).to(CDT)
             if HAS_SCALER:
-                sc = _load_tile(sc_ptr, rs, rn, stride_sci, stride_sco, s_ok, n_ok).to(CDT)
+                sc = _load_tile_t(sc_ptr, rn, rs, stride_sco, stride_sci, n_ok, s_ok).to(CDT)
                 w = tl.reshape(tl.reshape(w, (SUB, P, BLOCK_N)) * sc[:, None, :], (SUB * P, BLOCK_N))
             w = _dot_operand(w, DOT)
             acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
@@ -327,13 +336,7 @@ def _kan_bwd_dw_kernel(
     n_w = I * NB  # elements per output row of spline_weight's gradient
     dsw = acc_s
     if HAS_SCALER:
-        # Written out, not _load_tile: this order of the address terms spills less in sm_90
-        # compiles of the wide-basis configs (tools/kernel_resources.py).
-        sc = tl.load(
-            sc_ptr + rn[None, :] * stride_sco + ri[:, None] * stride_sci,
-            mask=i_ok[:, None] & n_ok[None, :],
-            other=0.0,
-        ).to(CDT)
+        sc = _load_tile_t(sc_ptr, rn, ri, stride_sco, stride_sci, n_ok, i_ok).to(CDT)
         dsw = tl.reshape(tl.reshape(acc_s, (BLOCK_I, P, BLOCK_N)) * sc[:, None, :], (BLOCK_I * P, BLOCK_N))
         sw = tl.load(
             sw_ptr + rn[None, :] * stride_swo + ci[:, None] * stride_swi + cj[:, None] * stride_swj,
