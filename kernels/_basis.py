@@ -80,9 +80,9 @@ def _load_tile(ptr, rows, cols, stride_r, stride_c, row_ok, col_ok):
 @triton.jit
 def _load_tile_t(ptr, rows, cols, stride_r, stride_c, row_ok, col_ok):
     """The transpose of :func:`_load_tile`'s tile: ``ptr[rows, cols]^T``, shape
-    ``(len(cols), len(rows))``. Arguments in the tensor's order (a weight tile loaded feature-major,
-    for example), so the address sum starts at the leading dimension as in ``_load_tile``: the
-    order of those terms changes sm_90 register allocation and spills."""
+    ``(len(cols), len(rows))`` (a weight tile loaded feature-major, for example). Arguments in the
+    tensor's order, and the address sum adds the leading dimension first as in ``_load_tile``: the
+    other order of those terms compiles to different sm_90 code."""
     return tl.load(
         ptr + rows[None, :] * stride_r + cols[:, None] * stride_c,
         mask=col_ok[:, None] & row_ok[None, :],
