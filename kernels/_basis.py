@@ -12,7 +12,8 @@ Everything here is ``@triton.jit`` and is inlined into the kernels. The maths mi
 - bases are 0 outside ``[grid[0], grid[-1])``, for NaN ``x`` and for masked features.
 
 It also holds the two casts to the operand dtype that keep bf16 testable under ``TRITON_INTERPRET=1``
-(:func:`_dot_operand`, :func:`_cast`): on a GPU they are plain ``.to(dtype)``.
+(:func:`_dot_operand`, :func:`_cast`: on a GPU they are plain ``.to(dtype)``) and the masked 2-D
+tile loads and store every kernel uses (:func:`_load_tile`, :func:`_load_tile_t`, :func:`_store_tile`).
 """
 
 import triton
@@ -63,6 +64,49 @@ def _cast(x, DT: tl.constexpr):
     else:
         y = x.to(DT)
     return y
+
+
+@triton.jit
+def _load_tile(ptr, rows, cols, stride_r, stride_c, row_ok, col_ok):
+    """The ``(len(rows), len(cols))`` tile ``ptr[rows, cols]`` of a 2-D tensor with strides
+    ``(stride_r, stride_c)``, zero where ``row_ok`` or ``col_ok`` is False."""
+    return tl.load(
+        ptr + rows[:, None] * stride_r + cols[None, :] * stride_c,
+        mask=row_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
+def _load_tile_t(ptr, rows, cols, stride_r, stride_c, row_ok, col_ok):
+    """The transpose of :func:`_load_tile`'s tile: ``ptr[rows, cols]^T``, shape
+    ``(len(cols), len(rows))`` (a weight tile loaded feature-major, for example). Arguments in the
+    tensor's order, and the address sum adds the leading dimension first as in ``_load_tile``: the
+    other order of those terms compiles to different sm_90 code."""
+    return tl.load(
+        ptr + rows[None, :] * stride_r + cols[:, None] * stride_c,
+        mask=col_ok[:, None] & row_ok[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
+def _store_tile(ptr, rows, cols, stride_r, stride_c, row_ok, col_ok, value):
+    """Store ``value`` (shape ``(len(rows), len(cols))``) into ``ptr[rows, cols]`` where both
+    masks hold, cast with :func:`_cast` to ``ptr``'s dtype."""
+    tl.store(
+        ptr + rows[:, None] * stride_r + cols[None, :] * stride_c,
+        _cast(value, ptr.dtype.element_ty),
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+
+
+@triton.jit
+def _knot_rows(g_ptr, feats, I, stride_gi):
+    """Pointers ``(1, len(feats))`` to each feature's first knot in ``grid`` (``(I, NK)``), for
+    :func:`_basis_tile`. Features past ``I`` are clamped onto the last real row, so every knot
+    load is in bounds; their bases are masked to zero by ``_basis_tile``'s ``feat_ok``."""
+    return g_ptr + tl.minimum(feats, I - 1)[None, :] * stride_gi
 
 
 @triton.jit

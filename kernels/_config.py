@@ -25,7 +25,7 @@ __all__ = [
     "meta_for",
     "next_pow2",
     "num_sms",
-    "strides_or_zeros",
+    "strides_or_none",
     "tuned",
 ]
 
@@ -76,9 +76,12 @@ def compute_tl_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def strides_or_zeros(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
-    """``t``'s strides, or ``ndim`` zeros for an absent optional tensor."""
-    return tuple(t.stride()) if t is not None else (0,) * ndim
+def strides_or_none(t: torch.Tensor | None, ndim: int) -> tuple[int | None, ...]:
+    """``t``'s strides, or ``ndim`` Nones for an absent optional tensor (whose pointer the
+    launchers pass as None as well). Triton compiles a None argument as a constexpr, so a kernel
+    launched without the tensor takes none of its arguments at run time; its ``HAS_*`` flag
+    removes the code that would read them."""
+    return tuple(t.stride()) if t is not None else (None,) * ndim
 
 
 @functools.cache

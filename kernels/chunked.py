@@ -1,29 +1,8 @@
-"""The chunked strategy: Triton writes the expanded input a slice at a time, cuBLAS multiplies it.
+"""The chunked strategy: Triton writes the expanded input ``[B(x) | act(x)]`` a bounded slice at a
+time and cuBLAS multiplies it; backward, a second kernel reduces ``dY @ W`` with the basis
+derivatives into ``dX``.
 
-The fused kernels (``fused.py``) rebuild the basis for every ``BLOCK_N`` slice of the
-output, in series with the tensor cores. At large batch and width that prologue, not the product,
-sets the time. This strategy moves the product to cuBLAS and keeps the basis out of memory in all
-but one bounded slice:
-
-- forward, in chunks of rows: ``_kan_expand_kernel`` writes ``A = [B(x) | act(x)]`` for the rows of
-  one chunk into a reused buffer (compute dtype, at most ``chunk_bytes``), then one ``addmm`` with
-  the packed weight gives those rows of ``y``;
-- backward, in chunks of input features (so nothing is accumulated across chunks): for each slice
-  of features, ``A`` of the slice for the whole batch, ``dWpacked[slice] = A^T @ dY`` into its rows
-  of the packed gradient, then ``dA = dY @ Wpacked[slice]^T`` into the same buffer and
-  ``_kan_dx_reduce_kernel`` reduces it with the basis derivatives into ``dX[:, slice]``.
-
-The packed weight is ``Wt`` of shape ``(I * (NB + 1), O)``: row ``i * (NB + 1) + j`` holds
-``spline_weight[:, i, j] * spline_scaler[:, i]`` for ``j < NB`` and ``base_weight[:, i]`` for
-``j = NB``, so a slice of features is a contiguous block of rows. ``_kan_pack_kernel`` builds it per
-call (in fp32, then cast once to the operand dtype, like the reference's product) and
-``_kan_unpack_kernel`` turns its gradient into the parameter gradients; backward packs and
-unpacks one slice of features at a time, so those transients are slice-sized too. Neither is saved
-for backward: autograd keeps ``x`` and the parameters only.
-
-Precision is the products' own: ``torch.mm`` honours PyTorch's fp32 matmul setting (IEEE unless
-TF32 is allowed), accumulates bf16/fp16 in fp32 and rounds each output once, like ``nn.Linear``.
-Knot arithmetic is fp32 (fp64 for fp64 inputs) in the Triton kernels, as in the fused ones.
+Chunking, the packed weight's layout and precision: README.md, "How the kernels work".
 """
 
 from __future__ import annotations
@@ -32,8 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile, _cast
-from ._config import acc_dtype, compute_tl_dtype, geometry, interpreting, strides_or_zeros
+from ._basis import _act, _act_grad, _basis_tile, _cast, _knot_rows, _load_tile, _load_tile_t, _store_tile
+from ._config import acc_dtype, compute_tl_dtype, geometry, interpreting, strides_or_none
 
 __all__ = ["chunked_fwd", "chunked_bwd"]
 
@@ -70,12 +49,8 @@ def _kan_expand_kernel(
     ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     m_ok = rm < M
     i_ok = ri < I
-    x = tl.load(
-        x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
-        mask=m_ok[:, None] & i_ok[None, :],
-        other=0.0,
-    ).to(CDT)
-    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
+    row = _knot_rows(g_ptr, ri, I, stride_gi)
     basis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, False)
     jj = tl.arange(0, P)[None, None, :]
     tile = tl.where(jj == NB, _act(x, ACT)[:, :, None], basis)
@@ -116,9 +91,8 @@ def _kan_dx_reduce_kernel(
     ri = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     m_ok = rm < M
     i_ok = ri < I
-    mask2 = m_ok[:, None] & i_ok[None, :]
-    x = tl.load(x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi, mask=mask2, other=0.0).to(CDT)
-    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
+    row = _knot_rows(g_ptr, ri, I, stride_gi)
     der = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, True)
     jj = tl.arange(0, P)[None, None, :]
     coef = tl.where(jj == NB, _act_grad(x, ACT)[:, :, None], der)
@@ -126,17 +100,13 @@ def _kan_dx_reduce_kernel(
     mask = m_ok[:, None, None] & i_ok[None, :, None] & (jj <= NB)
     da = tl.load(da_ptr + rm[:, None, None] * stride_dam + col, mask=mask, other=0.0).to(CDT)
     dx = tl.sum(coef * da, axis=2)
-    tl.store(
-        dx_ptr + rm[:, None] * stride_dxm + ri[None, :] * stride_dxi,
-        _cast(dx, dx_ptr.dtype.element_ty),
-        mask=mask2,
-    )
+    _store_tile(dx_ptr, rm, ri, stride_dxm, stride_dxi, m_ok, i_ok, dx)
 
 
 @triton.jit
 def _kan_pack_kernel(
     sw_ptr,
-    sc_ptr,
+    sc_ptr,  # spline_scaler, or None (HAS_SCALER False; its strides are None too)
     bw_ptr,
     wt_ptr,
     I,
@@ -158,19 +128,19 @@ def _kan_pack_kernel(
     base_weight[o, i]``. The product is formed in ``CDT`` and rounded once to ``Wt``'s dtype."""
     ri = tl.program_id(0).to(tl.int64) * BLOCK_I + tl.arange(0, BLOCK_I)
     ro = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
-    mask = (ri < I)[:, None] & (ro < O)[None, :]
+    i_ok = ri < I
+    o_ok = ro < O
+    mask = i_ok[:, None] & o_ok[None, :]
     out_rows = wt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
     src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
     if HAS_SCALER:
-        sc = tl.load(sc_ptr + ro[None, :] * stride_sco + ri[:, None] * stride_sci, mask=mask, other=0.0).to(
-            CDT
-        )
+        sc = _load_tile_t(sc_ptr, ro, ri, stride_sco, stride_sci, o_ok, i_ok).to(CDT)
     for j in range(NB):
         w = tl.load(src + j * stride_swj, mask=mask, other=0.0).to(CDT)
         if HAS_SCALER:
             w = w * sc
         tl.store(out_rows + j * O, _cast(w, wt_ptr.dtype.element_ty), mask=mask)
-    wb = tl.load(bw_ptr + ro[None, :] * stride_bwo + ri[:, None] * stride_bwi, mask=mask, other=0.0)
+    wb = _load_tile_t(bw_ptr, ro, ri, stride_bwo, stride_bwi, o_ok, i_ok)
     tl.store(out_rows + NB * O, _cast(wb, wt_ptr.dtype.element_ty), mask=mask)
 
 
@@ -178,9 +148,9 @@ def _kan_pack_kernel(
 def _kan_unpack_kernel(
     dwt_ptr,
     sw_ptr,
-    sc_ptr,
+    sc_ptr,  # spline_scaler, or None (HAS_SCALER False; its strides are None too)
     dsw_ptr,
-    dsc_ptr,
+    dsc_ptr,  # its gradient, or None with it
     dbw_ptr,
     I,
     O,
@@ -205,15 +175,15 @@ def _kan_unpack_kernel(
     ``d spline_weight = dWt * scaler``, ``d scaler = sum_j dWt * spline_weight``, ``d base = dWt[NB]``."""
     ri = tl.program_id(0).to(tl.int64) * BLOCK_I + tl.arange(0, BLOCK_I)
     ro = tl.program_id(1).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
-    mask = (ri < I)[:, None] & (ro < O)[None, :]
+    i_ok = ri < I
+    o_ok = ro < O
+    mask = i_ok[:, None] & o_ok[None, :]
     g_rows = dwt_ptr + (ri[:, None] * (NB + 1)) * O + ro[None, :]
     w_src = sw_ptr + ro[None, :] * stride_swo + ri[:, None] * stride_swi
     dsw_dst = dsw_ptr + ro[None, :] * stride_dswo + ri[:, None] * stride_dswi
     oi = ro[None, :] * stride_go + ri[:, None] * stride_gi  # (o, i) in the (O, I) outputs
     if HAS_SCALER:
-        sc = tl.load(sc_ptr + ro[None, :] * stride_sco + ri[:, None] * stride_sci, mask=mask, other=0.0).to(
-            CDT
-        )
+        sc = _load_tile_t(sc_ptr, ro, ri, stride_sco, stride_sci, o_ok, i_ok).to(CDT)
         dsc = tl.zeros((BLOCK_I, BLOCK_O), dtype=CDT)
     for j in range(NB):
         g = tl.load(g_rows + j * O, mask=mask, other=0.0).to(CDT)
@@ -277,17 +247,16 @@ def pack_weights(
     spline_scaler: torch.Tensor | None,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``Wt`` ``(I * (NB + 1), O)`` in ``dtype`` (see the module docstring for the layout)."""
+    """``Wt`` ``(I * (NB + 1), O)`` in ``dtype`` (layout: :func:`_kan_pack_kernel`)."""
     n_out, n_in, nb = spline_weight.shape
     wt = torch.empty((n_in * (nb + 1), n_out), device=spline_weight.device, dtype=dtype)
     if wt.numel() == 0:
         return wt
     bi, bo = _weight_blocks()
-    sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
     acc = torch.float64 if torch.float64 in (dtype, spline_weight.dtype) else torch.float32
     _kan_pack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
-        spline_weight, sc, base_weight, wt, n_in, n_out,
-        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2), base_weight.stride(0), base_weight.stride(1),
+        spline_weight, spline_scaler, base_weight, wt, n_in, n_out,
+        *spline_weight.stride(), *strides_or_none(spline_scaler, 2), base_weight.stride(0), base_weight.stride(1),
         NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(acc), BLOCK_I=bi, BLOCK_O=bo,
     )  # fmt: skip
     return wt
@@ -308,12 +277,13 @@ def _unpack_grads(
     if n_in == 0 or n_out == 0:
         return
     bi, bo = _weight_blocks()
-    sc = spline_scaler if spline_scaler is not None else spline_weight
+    if (dsc is None) != (spline_scaler is None):
+        raise ValueError("d_scaler must be given exactly when spline_scaler is")
     if dsc is not None and dsc.stride() != dbw.stride():  # the kernel takes one set of (O, I) strides
         raise ValueError(f"d_scaler strides {dsc.stride()} differ from d_base_weight's {dbw.stride()}")
     _kan_unpack_kernel[(triton.cdiv(n_in, bi), triton.cdiv(n_out, bo))](
-        dwt, spline_weight, sc, dsw, dsc if dsc is not None else dsw, dbw, n_in, n_out,
-        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2), *dsw.stride(), *dbw.stride(),
+        dwt, spline_weight, spline_scaler, dsw, dsc, dbw, n_in, n_out,
+        *spline_weight.stride(), *strides_or_none(spline_scaler, 2), *dsw.stride(), *dbw.stride(),
         NB=nb, HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(dbw.dtype), BLOCK_I=bi, BLOCK_O=bo,
     )  # fmt: skip
 

@@ -1,25 +1,7 @@
-"""The fused strategy: the basis lives only in registers; forward, input-gradient and
-weight-gradient kernels and their launchers.
+"""The fused strategy: forward, input-gradient and weight-gradient kernels that build the B-spline
+basis in registers and feed it straight to ``tl.dot`` (it never goes to memory), and their launchers.
 
-- ``_kan_fwd_kernel``: ``y = [B(x) | act(x)] @ [spline_weight * spline_scaler | base_weight]^T
-  + bias``. Each program owns a ``(BLOCK_M, BLOCK_N)`` tile of ``y`` (or, when those tiles are too
-  few to fill the GPU, of one of ``SPLIT`` fp32 partial sums over slices of the input features,
-  summed on the host: small batches would otherwise run the whole reduction over ``I`` on a
-  handful of SMs). For every block of ``BLOCK_I`` input features it loads ``x`` and accumulates
-  the base branch ``act(x) @ base_weight^T``; then, per sub-block of ``SUB_I`` features, it builds
-  the ``(BLOCK_M, SUB_I * P)`` basis tile in registers, packs the matching weight tile on load and
-  accumulates the spline product.
-- ``_kan_bwd_dx_kernel``: a ``(BLOCK_M, BLOCK_I)`` tile of ``dX``. Loops over the outputs,
-  accumulating ``dY @ Wpacked`` as a ``(BLOCK_M, BLOCK_I * P)`` tile and ``dY @ base_weight``; the
-  epilogue multiplies by the basis derivatives ``B'_j(x)`` and reduces each feature's ``P`` lanes,
-  then adds ``act'(x) * (dY @ base_weight)``.
-- ``_kan_bwd_dw_kernel``: a ``(BLOCK_I * P, BLOCK_N)`` tile of ``d(Wpacked)^T = A(x)^T @ dY``
-  (plus the base branch), reducing over the batch inside the program (no atomics). Large batches
-  with few weight tiles are split over ``SPLIT`` programs writing fp32 partials, summed on the host.
-  The epilogue turns ``d(packed)`` into the parameter gradients directly:
-  ``d spline_weight = d(packed) * scaler``, ``d scaler = sum_j d(packed) * spline_weight``.
-
-All ``tl.dot`` accumulation is fp32 (fp64 for fp64 inputs). The basis never goes to memory.
+How each kernel tiles, splits and reduces: README.md, "How the kernels work".
 """
 
 from __future__ import annotations
@@ -28,7 +10,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._basis import _act, _act_grad, _basis_tile, _cast, _dot_operand
+from ._basis import (
+    _act,
+    _act_grad,
+    _basis_tile,
+    _dot_operand,
+    _knot_rows,
+    _load_tile,
+    _load_tile_t,
+    _store_tile,
+)
 from ._config import (
     acc_dtype,
     compute_tl_dtype,
@@ -36,7 +27,7 @@ from ._config import (
     gpu_sms,
     meta_for,
     next_pow2,
-    strides_or_zeros,
+    strides_or_none,
     tuned,
 )
 
@@ -46,9 +37,9 @@ def _kan_fwd_kernel(
     x_ptr,
     g_ptr,
     sw_ptr,
-    sc_ptr,
+    sc_ptr,  # spline_scaler, or None (HAS_SCALER False; its strides are None too)
     bw_ptr,
-    b_ptr,
+    b_ptr,  # bias, or None (HAS_BIAS False; stride_b is None too)
     y_ptr,
     M,
     I,
@@ -86,6 +77,8 @@ def _kan_fwd_kernel(
     BLOCK_I: tl.constexpr,
     SUB_I: tl.constexpr,  # features per spline product (divides BLOCK_I)
 ):
+    """A ``(BLOCK_M, BLOCK_N)`` tile of ``y``, or of feature slice ``pid_s``'s fp32 partial sum
+    when ``SPLIT > 1``: base branch per ``BLOCK_I`` features, spline product per ``SUB_I``."""
     pid_m = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2).to(tl.int64)
@@ -112,17 +105,8 @@ def _kan_fwd_kernel(
     for i0 in range(i_start, i_end, BLOCK_I):
         ri = i0 + tl.arange(0, BLOCK_I).to(tl.int64)
         i_ok = ri < i_end
-        x = tl.load(
-            x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
-            mask=m_ok[:, None] & i_ok[None, :],
-            other=0.0,
-        ).to(CDT)
-        wb = tl.load(
-            bw_ptr + rn[None, :] * stride_bwo + ri[:, None] * stride_bwi,
-            mask=i_ok[:, None] & n_ok[None, :],
-            other=0.0,
-        )
-        wb = _dot_operand(wb, DOT)
+        x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
+        wb = _dot_operand(_load_tile_t(bw_ptr, rn, ri, stride_bwo, stride_bwi, n_ok, i_ok), DOT)
         xa = _dot_operand(_act(x, ACT), DOT)
         if BLOCK_I >= 16:
             acc = tl.dot(xa, wb, acc=acc, input_precision=PRECISION, out_dtype=CDT)
@@ -139,13 +123,8 @@ def _kan_fwd_kernel(
             else:  # reload the sub-block's x (an L1 hit) rather than slice registers
                 rs = i0 + h * SUB + tl.arange(0, SUB).to(tl.int64)
                 s_ok = rs < i_end
-                xs = tl.load(
-                    x_ptr + rm[:, None] * stride_xm + rs[None, :] * stride_xi,
-                    mask=m_ok[:, None] & s_ok[None, :],
-                    other=0.0,
-                ).to(CDT)
-            # Clamp masked features onto a real row of knots so every load is in bounds.
-            row = g_ptr + tl.minimum(rs, I - 1)[None, :] * stride_gi
+                xs = _load_tile(x_ptr, rm, rs, stride_xm, stride_xi, m_ok, s_ok).to(CDT)
+            row = _knot_rows(g_ptr, rs, I, stride_gi)
             basis = _basis_tile(xs, row, stride_gt, s_ok[None, :], K, NK, NB, P, LOG_NK, False)
             a = _dot_operand(tl.reshape(basis, (BLOCK_M, SUB * P)), DOT)
             ci = i0 + h * SUB + ci_local.to(tl.int64)
@@ -159,22 +138,14 @@ def _kan_fwd_kernel(
                 other=0.0,
             ).to(CDT)
             if HAS_SCALER:
-                sc = tl.load(
-                    sc_ptr + rn[None, :] * stride_sco + rs[:, None] * stride_sci,
-                    mask=s_ok[:, None] & n_ok[None, :],
-                    other=0.0,
-                ).to(CDT)
+                sc = _load_tile_t(sc_ptr, rn, rs, stride_sco, stride_sci, n_ok, s_ok).to(CDT)
                 w = tl.reshape(tl.reshape(w, (SUB, P, BLOCK_N)) * sc[:, None, :], (SUB * P, BLOCK_N))
             w = _dot_operand(w, DOT)
             acc = tl.dot(a, w, acc=acc, input_precision=PRECISION, out_dtype=CDT)
 
     if HAS_BIAS:  # once: in the first slice's partial when split
         acc += tl.load(b_ptr + rn * stride_b, mask=n_ok & (pid_s == 0), other=0.0).to(CDT)[None, :]
-    tl.store(
-        y_ptr + pid_s * stride_ys + rm[:, None] * stride_ym + rn[None, :] * stride_yo,
-        _cast(acc, y_ptr.dtype.element_ty),
-        mask=m_ok[:, None] & n_ok[None, :],
-    )
+    _store_tile(y_ptr + pid_s * stride_ys, rm, rn, stride_ym, stride_yo, m_ok, n_ok, acc)
 
 
 @triton.jit
@@ -183,7 +154,7 @@ def _kan_bwd_dx_kernel(
     x_ptr,
     g_ptr,
     sw_ptr,
-    sc_ptr,
+    sc_ptr,  # spline_scaler, or None (HAS_SCALER False; its strides are None too)
     bw_ptr,
     dx_ptr,
     M,
@@ -218,6 +189,8 @@ def _kan_bwd_dx_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_I: tl.constexpr,
 ):
+    """A ``(BLOCK_M, BLOCK_I)`` tile of ``dX``: ``dY @ Wpacked`` times the basis derivatives, summed
+    over each feature's ``P`` lanes, plus ``act'(x) * (dY @ base_weight)``."""
     pid_m = tl.program_id(0).to(tl.int64)
     pid_i = tl.program_id(1).to(tl.int64)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -239,12 +212,7 @@ def _kan_bwd_dx_kernel(
     for n0 in range(0, O, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N).to(tl.int64)
         n_ok = rn < O
-        dy = tl.load(
-            dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyo,
-            mask=m_ok[:, None] & n_ok[None, :],
-            other=0.0,
-        )
-        dy = _dot_operand(dy, DOT)
+        dy = _dot_operand(_load_tile(dy_ptr, rm, rn, stride_dym, stride_dyo, m_ok, n_ok), DOT)
         # Packed on load (see _kan_fwd_kernel): the scaler once per feature, broadcast over lanes.
         wt = tl.load(
             sw_ptr + rn[:, None] * stride_swo + ci[None, :] * stride_swi + cj[None, :] * stride_swj,
@@ -253,11 +221,7 @@ def _kan_bwd_dx_kernel(
         ).to(CDT)
         if HAS_SCALER:
             if P >= 8:
-                sc = tl.load(
-                    sc_ptr + rn[:, None] * stride_sco + ri[None, :] * stride_sci,
-                    mask=n_ok[:, None] & i_ok[None, :],
-                    other=0.0,
-                ).to(CDT)
+                sc = _load_tile(sc_ptr, rn, ri, stride_sco, stride_sci, n_ok, i_ok).to(CDT)
                 wt = tl.reshape(
                     tl.reshape(wt, (BLOCK_N, BLOCK_I, P)) * sc[:, :, None], (BLOCK_N, BLOCK_I * P)
                 )
@@ -266,39 +230,22 @@ def _kan_bwd_dx_kernel(
                 # compiles (triton 3.6 and 3.8) of the reshape form fail ("Illegal shared layout"
                 # in TritonGPUOptimizeDotOperands): the dot operand's shared-memory layout is
                 # hoisted above the reshape, onto a tile only P wide.
-                sc = tl.load(
-                    sc_ptr + rn[:, None] * stride_sco + ci[None, :] * stride_sci,
-                    mask=n_ok[:, None] & c_ok[None, :],
-                    other=0.0,
-                ).to(CDT)
+                sc = _load_tile(sc_ptr, rn, ci, stride_sco, stride_sci, n_ok, c_ok).to(CDT)
                 wt = wt * sc
         wt = _dot_operand(wt, DOT)
         acc_s = tl.dot(dy, wt, acc=acc_s, input_precision=PRECISION, out_dtype=CDT)
-        wbt = tl.load(
-            bw_ptr + rn[:, None] * stride_bwo + ri[None, :] * stride_bwi,
-            mask=n_ok[:, None] & i_ok[None, :],
-            other=0.0,
-        )
-        wbt = _dot_operand(wbt, DOT)
+        wbt = _dot_operand(_load_tile(bw_ptr, rn, ri, stride_bwo, stride_bwi, n_ok, i_ok), DOT)
         if BLOCK_I >= 16:
             acc_b = tl.dot(dy, wbt, acc=acc_b, input_precision=PRECISION, out_dtype=CDT)
         else:  # wide bases (check_block_sizes): a broadcast-and-sum
             acc_b += tl.sum(dy.to(CDT)[:, :, None] * wbt.to(CDT)[None, :, :], axis=1)
 
-    x = tl.load(
-        x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
-        mask=m_ok[:, None] & i_ok[None, :],
-        other=0.0,
-    ).to(CDT)
-    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
+    row = _knot_rows(g_ptr, ri, I, stride_gi)
     dbasis = _basis_tile(x, row, stride_gt, i_ok[None, :], K, NK, NB, P, LOG_NK, True)
     dx = tl.sum(tl.reshape(acc_s, (BLOCK_M, BLOCK_I, P)) * dbasis, axis=2)
     dx += _act_grad(x, ACT) * acc_b
-    tl.store(
-        dx_ptr + rm[:, None] * stride_dxm + ri[None, :] * stride_dxi,
-        _cast(dx, dx_ptr.dtype.element_ty),
-        mask=m_ok[:, None] & i_ok[None, :],
-    )
+    _store_tile(dx_ptr, rm, ri, stride_dxm, stride_dxi, m_ok, i_ok, dx)
 
 
 @triton.jit
@@ -307,11 +254,11 @@ def _kan_bwd_dw_kernel(
     x_ptr,
     g_ptr,
     sw_ptr,
-    sc_ptr,
+    sc_ptr,  # spline_scaler, or None (HAS_SCALER False; its strides are None too)
     dsw_ptr,
-    dsc_ptr,
+    dsc_ptr,  # its gradient, or None with it
     dbw_ptr,
-    db_ptr,
+    db_ptr,  # the bias gradient, or None (BIAS_GRAD False)
     M,
     I,
     O,
@@ -343,6 +290,8 @@ def _kan_bwd_dw_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_I: tl.constexpr,
 ):
+    """A ``(BLOCK_I * P, BLOCK_N)`` tile of the packed weight gradient ``A(x)^T @ dY`` (and the base
+    branch's) over batch slice ``pid_s``, written out as the parameters' gradients."""
     pid_i = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2).to(tl.int64)
@@ -354,7 +303,7 @@ def _kan_bwd_dw_kernel(
     # Block-size rules: _config.check_block_sizes.
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs blocks of at least 16")
     tl.static_assert(BLOCK_I * P >= 16, "tl.dot needs BLOCK_I * P >= 16 expanded columns")
-    row = g_ptr + tl.minimum(ri, I - 1)[None, :] * stride_gi
+    row = _knot_rows(g_ptr, ri, I, stride_gi)
 
     acc_s = tl.zeros((BLOCK_I * P, BLOCK_N), dtype=CDT)
     acc_b = tl.zeros((BLOCK_I, BLOCK_N), dtype=CDT)
@@ -364,17 +313,8 @@ def _kan_bwd_dw_kernel(
     for m0 in range(m_start, m_end, BLOCK_M):
         rm = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
         m_ok = rm < m_end
-        x = tl.load(
-            x_ptr + rm[:, None] * stride_xm + ri[None, :] * stride_xi,
-            mask=m_ok[:, None] & i_ok[None, :],
-            other=0.0,
-        ).to(CDT)
-        dy = tl.load(
-            dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyo,
-            mask=m_ok[:, None] & n_ok[None, :],
-            other=0.0,
-        )
-        dy = _dot_operand(dy, DOT)
+        x = _load_tile(x_ptr, rm, ri, stride_xm, stride_xi, m_ok, i_ok).to(CDT)
+        dy = _dot_operand(_load_tile(dy_ptr, rm, rn, stride_dym, stride_dyo, m_ok, n_ok), DOT)
         if BIAS_GRAD:
             if pid_i == 0:  # the first column of programs also sums dY: the bias gradient
                 acc_db += tl.sum(dy.to(CDT), axis=0)
@@ -396,11 +336,7 @@ def _kan_bwd_dw_kernel(
     n_w = I * NB  # elements per output row of spline_weight's gradient
     dsw = acc_s
     if HAS_SCALER:
-        sc = tl.load(
-            sc_ptr + rn[None, :] * stride_sco + ri[:, None] * stride_sci,
-            mask=i_ok[:, None] & n_ok[None, :],
-            other=0.0,
-        ).to(CDT)
+        sc = _load_tile_t(sc_ptr, rn, ri, stride_sco, stride_sci, n_ok, i_ok).to(CDT)
         dsw = tl.reshape(tl.reshape(acc_s, (BLOCK_I, P, BLOCK_N)) * sc[:, None, :], (BLOCK_I * P, BLOCK_N))
         sw = tl.load(
             sw_ptr + rn[None, :] * stride_swo + ci[:, None] * stride_swi + cj[:, None] * stride_swj,
@@ -474,18 +410,17 @@ def kan_fwd(
     acc = acc_dtype(x.dtype)
     out = y if split == 1 else torch.empty((split, m, n_out), device=x.device, dtype=acc)
     stride_s = 0 if split == 1 else out.stride(0)
-    sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
     kernel = tuned("fwd", _kan_fwd_kernel, _FWD_KEY, **meta_for(geo.p, x.dtype))
 
     def launch_grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_out, meta["BLOCK_N"]), split)
 
     kernel[launch_grid](
-        x, grid, spline_weight, sc, base_weight, bias if bias is not None else y, out,
+        x, grid, spline_weight, spline_scaler, base_weight, bias, out,
         m, n_in, n_out, next_pow2(m), split, feats,
         x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
-        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2),
-        *base_weight.stride(), *strides_or_zeros(bias, 1),
+        *spline_weight.stride(), *strides_or_none(spline_scaler, 2),
+        *base_weight.stride(), *strides_or_none(bias, 1),
         stride_s, out.stride(-2), out.stride(-1),
         **geo.meta(), ACT=act,
         HAS_SCALER=spline_scaler is not None, HAS_BIAS=bias is not None,
@@ -519,17 +454,16 @@ def kan_bwd_dx(
         return dx
     if n_out == 0:
         return dx.zero_()
-    sc = spline_scaler if spline_scaler is not None else spline_weight  # dummy pointer when absent
     kernel = tuned("dx", _kan_bwd_dx_kernel, _DX_KEY, **meta_for(geo.p, x.dtype))
 
     def launch_grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n_in, meta["BLOCK_I"]))
 
     kernel[launch_grid](
-        grad_y, x, grid, spline_weight, sc, base_weight, dx,
+        grad_y, x, grid, spline_weight, spline_scaler, base_weight, dx,
         m, n_in, n_out, next_pow2(m),
         grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
-        *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2),
+        *spline_weight.stride(), *strides_or_none(spline_scaler, 2),
         base_weight.stride(0), base_weight.stride(1), dx.stride(0), dx.stride(1),
         **geo.meta(), ACT=act,
         HAS_SCALER=spline_scaler is not None, CDT=compute_tl_dtype(x.dtype), PRECISION=input_precision,
@@ -584,7 +518,6 @@ def kan_bwd_dw(
     if n_in == 0 and db is not None:  # no weight tiles, so no program sums the bias gradient
         db = grad_y.sum(0, dtype=acc).expand(*lead, n_out).contiguous()
     if n_in > 0 and n_out > 0:
-        sc = spline_scaler if has_sc else spline_weight  # dummy pointer when absent
         rows = triton.cdiv(triton.cdiv(max(m, 1), split), 128) * 128
         kernel = tuned("dw", _kan_bwd_dw_kernel, _DW_KEY, **meta_for(geo.p, x.dtype))
 
@@ -592,10 +525,10 @@ def kan_bwd_dw(
             return (triton.cdiv(n_in, meta["BLOCK_I"]), triton.cdiv(n_out, meta["BLOCK_N"]), split)
 
         kernel[launch_grid](
-            grad_y, x, grid, spline_weight, sc, dsw, dsc if has_sc else dbw, dbw, db if db is not None else dbw,
+            grad_y, x, grid, spline_weight, spline_scaler, dsw, dsc, dbw, db,
             m, n_in, n_out, next_pow2(m), split, rows,
             grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1), grid.stride(0), grid.stride(1),
-            *spline_weight.stride(), *strides_or_zeros(spline_scaler, 2),
+            *spline_weight.stride(), *strides_or_none(spline_scaler, 2),
             **geo.meta(), ACT=act,
             HAS_SCALER=has_sc, BIAS_GRAD=db is not None, CDT=compute_tl_dtype(x.dtype),
             PRECISION=input_precision,

@@ -36,6 +36,16 @@ def test_narrow_bases_compile_for_sm90_in_tf32():
     assert "compiled 6 kernels" in proc.stdout, proc.stdout
 
 
+def test_absent_optionals_compile_for_sm90():
+    """Without spline_scaler and bias the launchers pass None for their pointers and strides
+    (tests/test_kernels.py checks that); Triton compiles those as constexprs, and every kernel of
+    both strategies still compiles for sm_90 through the real JIT (first config, bf16 and fp32)."""
+    steps = ("37x20x17x5:bf16:fused", "37x20x17x5:fp32:chunked")
+    proc = _compile_only("--no-autotune", "--without", "scaler", "bias", "--steps", *steps)
+    assert proc.returncode == 0 and " 0 failures" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "compiled 7 kernels" in proc.stdout, proc.stdout
+
+
 @pytest.mark.slow
 def test_every_config_compiles_for_sm90_through_the_launchers():
     """Every autotuning candidate of every kernel both strategies reach, at awkward small shapes

@@ -433,6 +433,55 @@ def test_autotune_keys_name_kernel_arguments(strategy):
         assert not missing, (kernel.fn.__name__, missing)
 
 
+# The kernel arguments that carry each optional tensor: its pointer, its strides, its gradient's pointer.
+_OPTIONAL_ARGS = {
+    "spline_scaler": ("sc_ptr", "stride_sco", "stride_sci", "dsc_ptr"),
+    "bias": ("b_ptr", "stride_b", "db_ptr"),
+}
+_KERNELS = {
+    "fused": ("_kan_fwd_kernel", "_kan_bwd_dx_kernel", "_kan_bwd_dw_kernel"),
+    "chunked": ("_kan_expand_kernel", "_kan_dx_reduce_kernel", "_kan_pack_kernel", "_kan_unpack_kernel"),
+}
+
+
+@pytest.mark.parametrize("absent", [("spline_scaler",), ("bias",), ("spline_scaler", "bias")])
+def test_absent_optionals_reach_the_kernels_as_none(strategy, monkeypatch, absent):
+    """Without ``spline_scaler`` or ``bias``, every kernel is launched with None for that tensor's
+    pointer, strides and gradient pointer (Triton compiles a None argument as a constexpr), never
+    with a stand-in tensor or zero strides; with the tensor, they are real. Results match the
+    reference either way."""
+    import importlib
+
+    module = importlib.import_module(f"efficient_kan.kernels.{strategy}")
+    launches = []
+    for name in _KERNELS[strategy]:
+        kernel = getattr(module, name)
+
+        def spy(*args, _kernel=kernel, _name=name, _run=kernel.run, **kwargs):
+            launches.append((_name, {**dict(zip(_kernel.arg_names, args, strict=False)), **kwargs}))
+            return _run(*args, **kwargs)
+
+        monkeypatch.setattr(kernel, "run", spy)
+    x, grid, params = make_case(
+        9, 5, 4, 3, 3, scaler="spline_scaler" not in absent, bias="bias" not in absent
+    )
+    compare(x, grid, params, 3)
+    assert {name for name, _ in launches} == set(_KERNELS[strategy])  # forward and every gradient
+    checked = 0
+    for name, args in launches:
+        for tensor, arg_names in _OPTIONAL_ARGS.items():
+            for arg in arg_names:
+                if arg in args:
+                    checked += 1
+                    if tensor in absent:
+                        assert args[arg] is None, (
+                            f"{name}: {arg} is a {type(args[arg]).__name__} for an absent {tensor}"
+                        )
+                    else:
+                        assert args[arg] is not None, f"{name}: {arg} is None with a {tensor}"
+    assert checked > 0
+
+
 def _three_way(dev, dtype, n, i, o, g=5, k=3):
     """flash-attention's bound: |x - x_ref| <= 2 |x_pt - x_ref| + atol, for y and every gradient,
     with x_ref the fp32 reference and x_pt the PyTorch path under the same autocast; atol is one

@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(None: --workload's)",
     )  # fmt: skip
     ap.add_argument("--no-autotune", action="store_true", help="first config only (EFFICIENT_KAN_AUTOTUNE=0)")
+    ap.add_argument(
+        "--without", nargs="+", choices=("scaler", "bias"), default=[],
+        help="layers without spline_scaler and/or bias (the kernels' variants for absent optionals)",
+    )  # fmt: skip
     ap.add_argument("--cache-dir", default=None, help="Triton cache to fill (default: a new temporary one)")
     return ap
 
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             before = record.compiled
             try:
-                layer_step(*step)
+                layer_step(*step, scaler="scaler" not in args.without, bias="bias" not in args.without)
             except Exception as e:  # a compile error outside the autotuner (one config) lands here
                 record.failures.append(f"{step}: {type(e).__name__}: {str(e)[-300:]}")
             print(
