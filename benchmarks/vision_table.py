@@ -215,8 +215,8 @@ class _Help(_output.HelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line; ``--help`` ends with the CPU plan (rows, epochs, expected time)."""
-    plan_text = __doc__[__doc__.index("Plan for the CPU table") :]
+    """The command line; ``--help`` ends with the epochs and the commands of the full tables."""
+    plan_text = __doc__[__doc__.index("Epochs (``EPOCHS``)") :]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=plan_text, formatter_class=_Help)
     p.add_argument(
         "--dataset", choices=("fashion-mnist", "mnist", "mnist-5k"), default="fashion-mnist", help="data set"
