@@ -128,3 +128,24 @@ def test_uninstalled_checkout_says_to_install(tmp_path, site):
     assert proc.returncode != 0, "an uninstalled checkout imported (its kernels came from elsewhere)"
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError:") and f"pip install -e {copy}" in last, proc.stderr[-2000:]
+
+
+def test_core_and_commands_need_no_numpy(tmp_path):
+    """numpy is not a dependency (torch does not require it): the layer, the training engine's
+    data loaders and ``efficient-kan bench`` must work without it."""
+    script = f"""
+import sys
+sys.modules["numpy"] = None  # `import numpy` raises ImportError from here on
+import torch
+from efficient_kan import KAN
+from efficient_kan.data import load_bundled
+from efficient_kan.cli import main
+data = load_bundled()
+assert data.x_train.shape == (4000, 784) and data.y_train.dtype == torch.int64
+print(KAN([784, 8, 10])(data.x_train[:4]).shape)
+main(["bench", "mlp:16,8,4", "--batch", "4", "--quick", "--json", {str(tmp_path / "r.json")!r}])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torch.Size([4, 10])" in done.stdout
+    assert (tmp_path / "r.json").is_file()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import math
 import os
 import socket
 import struct
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 __all__ = [
@@ -138,8 +138,8 @@ class ImageData:
 
 
 # ---------------------------------------------------------------------------------------- IDX files
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (``.gz`` or not) of unsigned bytes into a numpy array of its shape."""
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read an IDX file (``.gz`` or not) of unsigned bytes into a ``uint8`` tensor of its shape."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -152,13 +152,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if len(raw) - header != count:
         raise DatasetUnavailable(
             f"{path} is truncated or corrupt: header says {count} values, file has {len(raw) - header}"
         )
-    # A writable copy: torch warns about tensors over read-only buffers.
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+    # A bytearray: torch.frombuffer warns about read-only buffers (and would share this one).
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
 
 
 def _candidate_dirs(name: str, data_dir: Path) -> list[Path]:
@@ -184,8 +184,8 @@ def find_idx_files(name: str, data_dir: str | os.PathLike) -> dict[str, Path] | 
     return None
 
 
-def _normalise(images: np.ndarray | torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(images)).reshape(len(images), -1).to(torch.float32)
+def _normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    x = images.reshape(len(images), -1).to(torch.float32)
     return (x / 255.0 - mean) / std
 
 
@@ -203,9 +203,9 @@ def load_idx_dataset(name: str, files: dict[str, Path]) -> ImageData:
         name=name,
         source=str(files["train_images"].parent),
         x_train=_normalise(arrays["train_images"], mean, std),
-        y_train=torch.as_tensor(arrays["train_labels"].astype(np.int64)),
+        y_train=arrays["train_labels"].long(),
         x_test=_normalise(arrays["test_images"], mean, std),
-        y_test=torch.as_tensor(arrays["test_labels"].astype(np.int64)),
+        y_test=arrays["test_labels"].long(),
         mean=mean,
         std=std,
     )
@@ -274,16 +274,19 @@ def load_bundled() -> ImageData:
     path = bundled_path()
     try:
         with gzip.open(path, "rt") as fh:
-            table = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
-    except (OSError, ValueError) as err:
+            rows = [[int(v) for v in line.split(",")] for line in fh if line.strip()]
+        table = torch.tensor(rows, dtype=torch.uint8)
+    except (OSError, ValueError, RuntimeError) as err:
         raise DatasetUnavailable(f"cannot read the bundled subset {path}: {err}") from None
-    if table.ndim != 2 or table.shape[1] != 785:
-        raise DatasetUnavailable(f"{path}: expected 785 columns (784 pixels, label), got {table.shape}")
-    images, labels = table[:, :784], table[:, 784].astype(np.int64)
-    rank_in_class = np.zeros(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        rank_in_class[members] = np.arange(len(members))
+    if table.dim() != 2 or table.shape[1] != 785:
+        raise DatasetUnavailable(
+            f"{path}: expected 785 columns (784 pixels, label), got {tuple(table.shape)}"
+        )
+    images, labels = table[:, :784], table[:, 784].long()
+    rank_in_class = torch.zeros(len(labels), dtype=torch.int64)
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).flatten()
+        rank_in_class[members] = torch.arange(len(members))
     is_test = rank_in_class % _BUNDLED_TEST_EVERY == _BUNDLED_TEST_EVERY - 1
     mean, std = STATS["mnist-5k"]
     return ImageData(
