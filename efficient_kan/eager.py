@@ -9,15 +9,14 @@ products, set the time. Here the layer is one Function:
 - forward: the span and the ``spline_order + 1`` non-zero local bases of each input (closed form on
   uniform knots, de Boor's scheme elsewhere; see :func:`efficient_kan.bspline.local_bases`), placed
   straight into the expanded input ``A = [B(x) | act(x)]`` of shape ``(N, in * (n_bases + 1))``
-  (the floor's), then ``y = A @ W.T + bias`` with the packed weight
-  ``W = [spline_weight * spline_scaler | base_weight]``: one product. The local derivatives come out
-  of the same pass when ``x`` needs a gradient.
-- backward: ``dA = dY @ W``, its basis lanes gathered at the forward's lane indices times the local
-  derivatives and its activation lanes times ``act'(x)`` for ``dx``; ``dW = dY.T @ A`` split into
-  the weights' gradients; no basis is recomputed.
+  (the floor's), then ``y = B @ (spline_weight * spline_scaler).T + act @ base_weight.T + bias``.
+  The local derivatives come out of the same pass when ``x`` needs a gradient.
+- backward: ``dY @ W`` at the basis lanes, gathered at the forward's lane indices and times the local
+  derivatives, plus ``act'(x) * (dY @ base_weight)`` for ``dx``; ``dY.T @ A`` for the weights; no
+  basis is recomputed.
 - without a graph to record (``no_grad``, ``inference_mode``) the Function is skipped and the
-  expanded input is a per-thread scratch buffer, like the packed weight and backward's temporaries
-  always are (:class:`_Workspace`).
+  expanded input is a per-thread scratch buffer, as the scaled spline weight and backward's
+  temporaries always are (:class:`_Workspace`).
 
 The function is the reference's; only the order of floating-point operations differs. Whatever this
 Function does not cover goes to the reference: derivatives of the backward (``create_graph=True``)
@@ -70,9 +69,9 @@ def eager_path_applies(
     return type(x) is torch.Tensor and type(grid) is torch.Tensor
 
 
-# The packed weight (and backward's weight gradient) is made in blocks of input features of at most
-# this size: it bounds the per-thread workspace below, which keeps the largest block. Smaller blocks
-# cost more products and repacking; 32 MiB keeps every layer of the CPU benchmark but the
+# The scaled spline weight (and backward's weight gradient) is made in blocks of input features of
+# about this size: it bounds the per-thread workspace below, which keeps the largest block. Smaller
+# blocks cost more products and more passes; 32 MiB keeps every layer of the CPU benchmark but the
 # 1024 -> 1024 one in one block.
 _BLOCK_BYTES = 32 << 20
 # In no_grad/inference_mode the expanded input is a temporary too: up to this size it is built in
@@ -109,7 +108,8 @@ _WORKSPACE = _Workspace()
 
 
 def _feature_blocks(n_in: int, n_out: int, lanes: int, itemsize: int) -> list[tuple[int, int]]:
-    """Ranges ``(start, stop)`` of input features whose packed weight is about ``_BLOCK_BYTES``."""
+    """Ranges ``(start, stop)`` of input features whose share of ``[spline | base]`` weights is about
+    ``_BLOCK_BYTES``."""
     if n_in == 0:
         return [(0, 0)]
     n_blocks = max(1, -(-(n_in * n_out * lanes * itemsize) // _BLOCK_BYTES))
@@ -117,21 +117,18 @@ def _feature_blocks(n_in: int, n_out: int, lanes: int, itemsize: int) -> list[tu
     return [(i, min(i + step, n_in)) for i in range(0, n_in, step)]
 
 
-def _packed_weight(
-    base_weight: torch.Tensor, spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None
-) -> torch.Tensor:
-    """The weight of one block of input features in the expanded input's layout, in the workspace:
-    ``(O, I_block * (n_bases + 1))``, ``spline_weight * spline_scaler`` (flattened per output)
-    followed by ``base_weight``."""
+def _scaled_spline_weight(spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None) -> torch.Tensor:
+    """``spline_weight * spline_scaler`` of one block of input features, ``(O, I_block * n_bases)``,
+    in the workspace (contiguous, so the product runs as one flat loop)."""
     n_out, width, n_bases = spline_weight.shape
-    packed = _WORKSPACE.get("packed", (n_out, width * (n_bases + 1)), spline_weight.dtype)
-    spline = packed[:, : width * n_bases].view(n_out, width, n_bases)
+    if spline_scaler is None and spline_weight.is_contiguous():
+        return spline_weight.view(n_out, width * n_bases)
+    scaled = _WORKSPACE.get("scaled", (n_out, width, n_bases), spline_weight.dtype)
     if spline_scaler is None:
-        spline.copy_(spline_weight)
+        scaled.copy_(spline_weight)
     else:
-        torch.mul(spline_weight, spline_scaler.unsqueeze(-1), out=spline)
-    packed[:, width * n_bases :] = base_weight
-    return packed
+        torch.mul(spline_weight, spline_scaler.unsqueeze(-1), out=scaled)
+    return scaled.view(n_out, width * n_bases)
 
 
 def _forward(
@@ -172,12 +169,13 @@ def _forward(
         else:
             expanded[:, split:last] = x[:, start:stop]
         scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
-        packed = _packed_weight(base_weight[:, start:stop], spline_weight[:, start:stop], scaler)
-        part = expanded[:, first:last]
+        spline = _scaled_spline_weight(spline_weight[:, start:stop], scaler)
+        part = expanded[:, first:split]
         if y is None:
-            y = torch.mm(part, packed.t()) if bias is None else torch.addmm(bias, part, packed.t())
+            y = torch.mm(part, spline.t()) if bias is None else torch.addmm(bias, part, spline.t())
         else:
-            y.addmm_(part, packed.t())
+            y.addmm_(part, spline.t())
+        y.addmm_(expanded[:, split:last], base_weight[:, start:stop].t())
     if not record:  # nothing may keep a view of the workspace
         return y, None, None, None
     return y, expanded, index, derivs
@@ -189,10 +187,12 @@ class _KANLinearEager(torch.autograd.Function):
     The expanded input ``A`` (shape ``(N, I * (n_bases + 1))``, the floor's) holds the basis
     values and ``act(x)`` of every input feature, grouped in blocks of features (see
     :func:`_feature_blocks`): per block, first its ``n_bases`` lanes per feature, then its
-    activations, so that every elementwise step runs over contiguous rows. The weight is packed
-    block by block to match (:func:`_packed_weight`), so forward is one product per block and
-    backward one for ``dA`` and one for ``dW`` per block; backward packs the blocks again rather
-    than keeping the whole packed weight alive.
+    activations, so that every elementwise step runs over contiguous rows. Per block, the scaled
+    spline weight is made in the workspace (:func:`_scaled_spline_weight`; backward makes it again
+    rather than keeping a copy of the weights' size alive) and two products (spline lanes, base
+    lanes) add into ``y``. One product over ``[spline * scaler | base]`` packed side by side was
+    measured 1-5% slower on the CPU benchmark's rows: writing the packed weight's strided rows
+    costs more than the second, small product.
 
     ``forward``/``setup_context`` style; the extra outputs (expanded input, lane indices, local
     derivatives) are non-differentiable and dropped by :func:`kan_linear_eager`. ``record`` says
@@ -258,28 +258,35 @@ class _KANLinearEager(torch.autograd.Function):
             split = width * n_bases
             if need[0]:
                 scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
-                packed = _packed_weight(base_weight[:, start:stop], spline_weight[:, start:stop], scaler)
-                d_exp = torch.mm(grad_y, packed, out=_WORKSPACE.get("d_exp", (n, width * lanes), x.dtype))
+                spline = _scaled_spline_weight(spline_weight[:, start:stop], scaler)
+                d_exp = torch.mm(grad_y, spline, out=_WORKSPACE.get("d_exp", (n, split), x.dtype))
+                g_act = torch.mm(
+                    grad_y, base_weight[:, start:stop], out=_WORKSPACE.get("g_act", (n, width), x.dtype)
+                )
                 xs, dxs = x[:, start:stop], dx[:, start:stop]
                 if act_grad is None:
-                    torch.ops.aten.silu_backward.grad_input(d_exp[:, split:], xs, grad_input=dxs)
+                    torch.ops.aten.silu_backward.grad_input(g_act, xs, grad_input=dxs)
                 else:
-                    torch.mul(d_exp[:, split:], act_grad(xs), out=dxs)
+                    torch.mul(g_act, act_grad(xs), out=dxs)
                 # Gathered lanes first: the sum over lanes then runs over contiguous rows.
                 g_bases = _WORKSPACE.get("g_bases", (index.shape[0], n, width), x.dtype)
                 torch.gather(
-                    d_exp[:, :split].view(n, width, n_bases), 2,
+                    d_exp.view(n, width, n_bases), 2,
                     index[..., start:stop].permute(1, 2, 0), out=g_bases.permute(1, 2, 0),
                 )  # fmt: skip
                 for lane, d_lane in zip(g_bases, derivs[..., start:stop], strict=True):
                     dxs.addcmul_(lane, d_lane)
             if need_weights:
+                first = start * lanes
                 d_weight = torch.mm(
-                    grad_t, expanded[:, start * lanes : stop * lanes],
-                    out=_WORKSPACE.get("d_weight", (n_out, width * lanes), x.dtype),
+                    grad_t, expanded[:, first : first + split],
+                    out=_WORKSPACE.get("d_weight", (n_out, split), x.dtype),
                 )  # fmt: skip
-                dbw[:, start:stop] = d_weight[:, split:]
-                d_spline = d_weight[:, :split].view(n_out, width, n_bases)
+                if width == n_in:
+                    torch.mm(grad_t, expanded[:, first + split : first + split + width], out=dbw)
+                else:
+                    dbw[:, start:stop] = grad_t @ expanded[:, first + split : first + split + width]
+                d_spline = d_weight.view(n_out, width, n_bases)
                 if spline_scaler is None:
                     dsw[:, start:stop] = d_spline
                     continue
