@@ -69,14 +69,14 @@ def eager_path_applies(
     return type(x) is torch.Tensor and type(grid) is torch.Tensor
 
 
+# The workspace below keeps no buffer larger than this (a larger temporary, say of a huge batch, is
+# allocated for its call and freed), so it holds at most a few times this per thread.
+_WORKSPACE_MAX_BYTES = 40 << 20
 # The scaled spline weight (and backward's weight gradient) is made in blocks of input features of
-# about this size: it bounds the per-thread workspace below, which keeps the largest block. Smaller
-# blocks cost more products and more passes; 32 MiB keeps every layer of the CPU benchmark but the
-# 1024 -> 1024 one in one block.
-_BLOCK_BYTES = 32 << 20
-# In no_grad/inference_mode the expanded input is a temporary too: up to this size it is built in
-# the workspace (larger ones are allocated per call, so an occasional huge batch is not kept).
-_WORKSPACE_EXPANDED_BYTES = 64 << 20
+# at most this size, so that it fits the workspace. One block where it fits: a block's slice of the
+# weights is not contiguous, and the scaling of two blocks measured 6.7 ms against 4.5 ms for one
+# at 1024 -> 1024, grid 5 (every layer of the CPU benchmark is one block).
+_BLOCK_BYTES = _WORKSPACE_MAX_BYTES
 
 
 class _Workspace(threading.local):
@@ -93,8 +93,11 @@ class _Workspace(threading.local):
         self.buffers: dict[tuple[str, torch.dtype, bool], torch.Tensor] = {}
 
     def get(self, slot: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised contiguous tensor of ``shape`` backed by ``slot``'s buffer."""
+        """An uninitialised contiguous tensor of ``shape`` backed by ``slot``'s buffer (a fresh one
+        above ``_WORKSPACE_MAX_BYTES``)."""
         numel = math.prod(shape)
+        if numel * dtype.itemsize > _WORKSPACE_MAX_BYTES:
+            return torch.empty(shape, dtype=dtype)
         # A buffer made under inference_mode cannot be written outside it: one per mode.
         key = (slot, dtype, torch.is_inference_mode_enabled())
         buf = self.buffers.get(key)
@@ -153,7 +156,7 @@ def _forward(
     lanes = n_bases + 1
     index, values, derivs = local_bases(x, grid, spline_order, need_dx)  # (K+1, N, I) each
     values = values.to(x.dtype)
-    if record or n * n_in * lanes * x.element_size() > _WORKSPACE_EXPANDED_BYTES:
+    if record:
         expanded = x.new_zeros(n, n_in * lanes)
     else:
         expanded = _WORKSPACE.get("expanded", (n, n_in * lanes), x.dtype).zero_()

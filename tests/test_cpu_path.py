@@ -359,3 +359,24 @@ def test_backward_of_a_broadcast_gradient():
     assert_close(x.grad, expected[1], atol=1e-11, rtol=1e-11)
     for p, e in zip(layer.parameters(), expected[2:], strict=True):
         assert_close(p.grad, e, atol=1e-11, rtol=1e-11)
+
+
+def test_temporaries_above_the_workspace_cap_are_not_kept(monkeypatch):
+    from efficient_kan import eager
+
+    monkeypatch.setattr(eager, "_WORKSPACE_MAX_BYTES", 256)
+    monkeypatch.setattr(eager, "_BLOCK_BYTES", 256)
+    layer = _uniform_layer(6, 4, grid_size=5)
+    x = (torch.rand(9, 6, dtype=torch.float64) * 2 - 1).requires_grad_()
+    w = torch.randn(9, 4, dtype=torch.float64)
+    eager._WORKSPACE.buffers.clear()
+    y = layer(x)
+    grads = torch.autograd.grad(y, [x, *layer.parameters()], w)
+    with torch.no_grad():
+        y_no_grad = layer(x)
+    expected = _reference_grads(layer, x, w)
+    assert_close(y, expected[0], atol=1e-12, rtol=1e-12)
+    assert_close(y_no_grad, expected[0], atol=1e-12, rtol=1e-12)
+    for a, b in zip(grads, expected[1:], strict=True):
+        assert_close(a, b, atol=1e-11, rtol=1e-11)
+    assert all(b.numel() * b.element_size() <= 256 for b in eager._WORKSPACE.buffers.values())
