@@ -198,8 +198,8 @@ class _KANLinearEager(torch.autograd.Function):
     costs more than the second, small product.
 
     ``forward``/``setup_context`` style; the extra outputs (expanded input, lane indices, local
-    derivatives) are non-differentiable and dropped by :func:`kan_linear_eager`. ``record`` says
-    whether autograd will keep them (otherwise the expanded input may live in the workspace).
+    derivatives) are non-differentiable and dropped by :func:`kan_linear_eager`. Only calls that
+    record a graph come here (:func:`_forward` runs the others), so they are always fresh tensors.
     """
 
     @staticmethod
