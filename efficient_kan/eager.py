@@ -199,7 +199,8 @@ class _KANLinearEager(torch.autograd.Function):
 
     ``forward``/``setup_context`` style; the extra outputs (expanded input, lane indices, local
     derivatives) are non-differentiable and dropped by :func:`kan_linear_eager`. Only calls that
-    record a graph come here (:func:`_forward` runs the others), so they are always fresh tensors.
+    record a graph or carry forward-mode tangents come here (:func:`_forward` runs the others), so
+    they are always fresh tensors.
     """
 
     @staticmethod
