@@ -18,19 +18,18 @@ their ratios come from the same minutes of a shared machine:
 
 Also: training steps/s of KAN [784, 64, 10] at batch 64 (AdamW, one thread) for ours, the
 reference path, inkan's network and the MLP of the same widths; and ``torch.inference_mode``
-forward at batch 1 and 8 against the floor. With one thread the clock is the thread's CPU time
-(``time.thread_time``: on a loaded machine wall time mostly measures the scheduler); with more
-threads it is wall time.
+forward at batch 1 and 8 against the floor. Timing: ``efficient_kan.bench.time_interleaved`` (one
+call of each provider per round, so that their ratios come from the same minutes; with one thread the
+clock is the thread's CPU time, on a loaded machine wall time mostly measures the scheduler; with
+more threads wall time). Results: ``efficient_kan.bench`` records (JSON) and a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _output  # noqa: E402
 
 from efficient_kan import KAN, KANLinear  # noqa: E402
+from efficient_kan.bench import Record, environment, time_interleaved, write_records  # noqa: E402
 from efficient_kan.reference import kan_linear_reference  # noqa: E402
 
 try:
@@ -99,25 +99,6 @@ def providers(batch: int, n_in: int, n_out: int, grid_size: int) -> dict:
     return out
 
 
-def _clock():
-    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
-
-
-def interleaved(fns: dict, rounds: int) -> dict:
-    """Median seconds per call of each function, one call of each per round."""
-    clock = _clock()
-    times = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up (and inkan's compile)
-        fn()
-        fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _fwd_bwd(fn, params, x):
     x = x.clone().requires_grad_()
 
@@ -130,33 +111,48 @@ def _fwd_bwd(fn, params, x):
     return step
 
 
-def bench_rows(rows, rounds_scale: float) -> list[dict]:
-    results = []
+def _shape(batch: int, n_in: int, n_out: int, grid_size: int) -> str:
+    return f"{batch}, {n_in} -> {n_out}, G{grid_size}"
+
+
+def _records(env: dict, timings: dict, *, shape: str, metric: str, extra: dict, rate: float = 0.0) -> list:
+    """One record per provider: ms per call, or with ``rate`` items per second."""
+    out = []
+    for provider, t in timings.items():
+        values = dict(p20=t.p20, p50=t.p50, p80=t.p80, unit="ms")
+        if rate:
+            low, mid, high = t.per_second(rate)
+            values = dict(p20=low, p50=mid, p80=high, unit="per s")
+        out.append(
+            Record.of(env, benchmark="bench_cpu_layer", provider=provider, shape=shape, dtype="float32",
+                      metric=metric, **values, extra={**extra, "method": t.method, "rounds": t.samples})
+        )  # fmt: skip
+    return out
+
+
+def bench_rows(env: dict, rows, rounds_scale: float) -> list[Record]:
+    records = []
     for batch, n_in, n_out, grid_size in rows:
         provs = providers(batch, n_in, n_out, grid_size)
         rounds = max(5, int(rounds_scale * 4e7 / (batch * n_in * n_out)))
         with torch.no_grad():
-            fwd = interleaved({k: (lambda f=f, x=x: f(x)) for k, (f, _, x) in provs.items()}, rounds)
-        full = interleaved({k: _fwd_bwd(*v) for k, v in provs.items()}, rounds)
+            fwd = time_interleaved({k: (lambda f=f, x=x: f(x)) for k, (f, _, x) in provs.items()}, rounds)
+        full = time_interleaved({k: _fwd_bwd(*v) for k, v in provs.items()}, rounds)
+        threads = torch.get_num_threads()
         for mode, res in (("forward", fwd), ("forward+backward", full)):
-            results.append(
-                {
-                    "batch": batch, "in": n_in, "out": n_out, "grid_size": grid_size, "mode": mode,
-                    "threads": torch.get_num_threads(), "rounds": rounds,
-                    "ms": {k: v * 1e3 for k, v in res.items()},
-                }
-            )  # fmt: skip
-            print(_row_line(results[-1]), flush=True)
-    return results
+            extra = {"threads": threads, "mode": mode}
+            shape = _shape(batch, n_in, n_out, grid_size)
+            records += _records(env, res, shape=shape, metric=f"{mode} ({threads}t)", extra=extra)
+            print(f"[{threads}t] {shape} {mode}: " + _line(res, "floor"), flush=True)
+    return records
 
 
-def _row_line(r: dict) -> str:
-    ms = r["ms"]
-    parts = " ".join(f"{k}={v:.3f}" for k, v in ms.items())
-    return f"[{r['threads']}t] {r['batch']},{r['in']}->{r['out']},G{r['grid_size']} {r['mode']}: {parts} | ours/floor {ms['ours'] / ms['floor']:.2f}"
+def _line(res: dict, floor: str) -> str:
+    parts = " ".join(f"{k}={t.p50:.3f}" for k, t in res.items())
+    return f"{parts} | ours/{floor} {res['ours'].p50 / res[floor].p50:.2f}"
 
 
-def bench_training(steps: int, widths=(784, 64, 10), batch: int = 64) -> dict:
+def bench_training(env: dict, steps: int, widths=(784, 64, 10), batch: int = 64) -> list[Record]:
     torch.manual_seed(0)
     x, labels = torch.rand(batch, widths[0]) * 2 - 1, torch.randint(0, widths[-1], (batch,))
     kan = KAN(list(widths))
@@ -193,23 +189,25 @@ def bench_training(steps: int, widths=(784, 64, 10), batch: int = 64) -> dict:
 
         return step
 
-    per_step = interleaved({k: stepper(m) for k, m in models.items()}, steps)
-    out = {k: 1.0 / v for k, v in per_step.items()}
-    print("training steps/s: " + " ".join(f"{k}={v:.1f}" for k, v in out.items()), flush=True)
-    return out
+    per_step = time_interleaved({k: stepper(m) for k, m in models.items()}, steps)
+    print("training steps/s: " + " ".join(f"{k}={1e3 / t.p50:.1f}" for k, t in per_step.items()), flush=True)
+    shape = f"KAN {list(widths)}, batch {batch}"
+    return _records(
+        env, per_step, shape=shape, metric="training steps/s (1t)", extra={"threads": 1}, rate=1.0
+    )
 
 
-def bench_inference(rounds: int) -> list[dict]:
-    results = []
+def bench_inference(env: dict, rounds: int) -> list[Record]:
+    records = []
     for n_in, n_out, grid_size in INFERENCE:
         for batch in (1, 8):
             provs = providers(batch, n_in, n_out, grid_size)
             with torch.inference_mode():
-                res = interleaved({k: (lambda f=f, x=x: f(x)) for k, (f, _, x) in provs.items()}, rounds)
-            results.append({"batch": batch, "in": n_in, "out": n_out, "grid_size": grid_size,
-                            "threads": torch.get_num_threads(), "ms": {k: v * 1e3 for k, v in res.items()}})  # fmt: skip
-            print(f"inference {_row_line({**results[-1], 'mode': 'inference_mode'})}", flush=True)
-    return results
+                res = time_interleaved({k: (lambda f=f, x=x: f(x)) for k, (f, _, x) in provs.items()}, rounds)
+            shape = _shape(batch, n_in, n_out, grid_size)
+            records += _records(env, res, shape=shape, metric="inference_mode (1t)", extra={"threads": 1})
+            print(f"inference {shape}: " + _line(res, "floor"), flush=True)
+    return records
 
 
 def _cpu_name() -> str:
@@ -222,43 +220,57 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def _markdown(meta: dict, rows: list[dict], training: dict, inference: list[dict]) -> str:
+def _cell(found: dict, key: tuple, digits: int = 2) -> str:
+    r = found.get(key)
+    return "-" if r is None else f"{r.p50:.{digits}f}"
+
+
+def _ratio(found: dict, a: tuple, b: tuple) -> str:
+    ra, rb = found.get(a), found.get(b)
+    return "-" if ra is None or rb is None else f"{ra.p50 / rb.p50:.2f}"
+
+
+def _markdown(records: list[Record]) -> str:
+    """The three tables (layer rows, training, inference) from the records."""
+    found = {(r.provider, r.shape, r.metric): r for r in records}
+    layer = [r for r in records if r.extra.get("mode") and r.provider == "ours"]
     lines = [
-        "# PyTorch path on CPU: one KAN layer against the floor and its peers",
-        "",
-        f"- CPU: {meta['cpu']} ({meta['cores']} cores), load average at start {meta['load_start']}, at end {meta['load_end']}",
-        f"- torch {meta['torch']}, inkan {meta['inkan']}, Python {meta['python']}; {meta['date']} (UTC)",
-        f"- Command: `{meta['command']}`",
-        "- float32, spline_order 3; milliseconds, median over interleaved rounds; 1 thread: thread CPU time,",
-        "  2 threads: wall time. `floor`: `nn.Linear(in * (grid + 4), out, bias=False)` on an expanded input.",
-        "",
-        "| threads | batch, in -> out, grid | mode | ours | reference | cox-de-boor | inkan | floor | ours / floor | ours / inkan |",
+        "| threads | batch, in -> out, grid | mode | ours | reference | cox-de-boor | inkan | floor "
+        "| ours / floor | ours / inkan |",
         "|--:|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for r in rows:
-        ms = r["ms"]
-        ink = ms.get("inkan")
-        ink_ms = "-" if ink is None else f"{ink:.2f}"
-        vs_ink = "-" if ink is None else f"{ms['ours'] / ink:.2f}"
-        lines.append(
-            f"| {r['threads']} | {r['batch']}, {r['in']} -> {r['out']}, G{r['grid_size']} | {r['mode']} | "
-            f"{ms['ours']:.2f} | {ms['reference']:.2f} | {ms['cox-de-boor']:.2f} | {ink_ms} | "
-            f"{ms['floor']:.2f} | {ms['ours'] / ms['floor']:.2f} | {vs_ink} |"
+    for r in layer:
+        key = lambda p, r=r: (p, r.shape, r.metric)  # noqa: E731
+        cells = " | ".join(
+            _cell(found, key(p)) for p in ("ours", "reference", "cox-de-boor", "inkan", "floor")
         )
-    lines += ["", f"Training {meta['training']}, AdamW, one thread (steps/s):", ""]
-    lines += ["| " + " | ".join(training) + " | ours / reference |", "|" + "--:|" * (len(training) + 1)]
-    lines.append(
-        "| "
-        + " | ".join(f"{v:.1f}" for v in training.values())
-        + f" | {training['ours'] / training['reference']:.2f} |"
-    )
-    lines += ["", "Inference (`torch.inference_mode`), one thread (ms):", ""]
-    lines += ["| batch, in -> out, grid | ours | reference | floor | ours / floor |", "|---|--:|--:|--:|--:|"]
-    for r in inference:
-        ms = r["ms"]
-        lines.append(f"| {r['batch']}, {r['in']} -> {r['out']}, G{r['grid_size']} | {ms['ours']:.3f} | "
-                     f"{ms['reference']:.3f} | {ms['floor']:.3f} | {ms['ours'] / ms['floor']:.2f} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+        lines.append(
+            f"| {r.extra['threads']} | {r.shape} | {r.extra['mode']} | {cells} | "
+            f"{_ratio(found, key('ours'), key('floor'))} | {_ratio(found, key('ours'), key('inkan'))} |"
+        )
+    training = [r for r in records if r.metric.startswith("training")]
+    if training:
+        names = [r.provider for r in training]
+        rate = {r.provider: r.p50 for r in training}
+        lines += ["", f"Training {training[0].shape}, AdamW, one thread (steps/s, median of rounds):", ""]
+        lines += ["| " + " | ".join(names) + " | ours / reference |", "|" + "--:|" * (len(names) + 1)]
+        lines.append(
+            "| "
+            + " | ".join(f"{rate[n]:.1f}" for n in names)
+            + f" | {rate['ours'] / rate['reference']:.2f} |"
+        )
+    inference = [r for r in records if r.metric.startswith("inference") and r.provider == "ours"]
+    if inference:
+        lines += ["", "Inference (`torch.inference_mode`), one thread (ms):", ""]
+        lines += [
+            "| batch, in -> out, grid | ours | reference | floor | ours / floor |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for r in inference:
+            key = lambda p, r=r: (p, r.shape, r.metric)  # noqa: E731
+            cells = " | ".join(_cell(found, key(p), 3) for p in ("ours", "reference", "floor"))
+            lines.append(f"| {r.shape} | {cells} | {_ratio(found, key('ours'), key('floor'))} |")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,29 +291,32 @@ def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
     out, _ = _output.resolve_out(args, "bench_cpu_layer")
     rows_spec = SMOKE_ROWS if args.smoke else ROWS
-    load = lambda: " ".join(f"{v:.1f}" for v in __import__("os").getloadavg())  # noqa: E731
-    meta = {
-        "cpu": _cpu_name(), "cores": __import__("os").cpu_count(), "load_start": load(),
-        "torch": torch.__version__, "inkan": getattr(inkan, "__version__", "not installed"),
-        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "command": "PYTHONPATH=. python benchmarks/bench_cpu_layer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }  # fmt: skip
-    rows = []
+    load = lambda: " ".join(f"{v:.1f}" for v in os.getloadavg())  # noqa: E731
+    load_start = load()
+    command = ["python", "benchmarks/bench_cpu_layer.py", *(argv if argv is not None else sys.argv[1:])]
+    env = environment("cpu", command)
+    env["device"] = f"CPU: {_cpu_name()} ({os.cpu_count()} cores)"
+    env["versions"]["inkan"] = getattr(inkan, "__version__", "not installed")
+    records = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        rows += bench_rows(rows_spec, 0.02 if args.smoke else args.rounds_scale)
+        records += bench_rows(env, rows_spec, 0.02 if args.smoke else args.rounds_scale)
     torch.set_num_threads(1)
     widths, batch = ((12, 6, 3), 8) if args.smoke else ((784, 64, 10), 64)
-    meta["training"] = f"KAN {list(widths)}, batch {batch}"
-    training = bench_training(3 if args.smoke else args.train_steps, widths, batch)
-    inference = [] if args.smoke else bench_inference(200)
-    meta["load_end"] = load()
-    stem = "cpu_layer_" + "".join(c if c.isalnum() else "-" for c in meta["cpu"].lower()).strip("-")[:40]
-    (out / f"{stem}.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "training": training, "inference": inference}, indent=1)
-    )
-    (out / f"{stem}.md").write_text(_markdown(meta, rows, training, inference))
-    print(f"wrote {out / stem}.md and .json")
+    records += bench_training(env, 3 if args.smoke else args.train_steps, widths, batch)
+    records += [] if args.smoke else bench_inference(env, 200)
+    notes = [
+        f"- Load average (1, 5, 15 min) at start {load_start}, at end {load()}.",
+        "- float32, spline_order 3; milliseconds per call, median over interleaved rounds "
+        "(`efficient_kan.bench.time_interleaved`); 1 thread: thread CPU time, more: wall time.",
+        "- `floor`: `nn.Linear(in * (grid + 4), out, bias=False)` on an already-expanded input.",
+    ]
+    stem = "cpu_layer_" + "".join(c if c.isalnum() else "-" for c in _cpu_name().lower()).strip("-")[:40]
+    paths = write_records(
+        records, out, stem, title="PyTorch path on CPU: one KAN layer against the floor and its peers",
+        formats=("json", "md"), notes=notes, table=_markdown(records),
+    )  # fmt: skip
+    print(f"wrote {paths['md']} and {paths['json'].name}")
     return out
 
 

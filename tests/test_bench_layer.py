@@ -331,3 +331,51 @@ def test_harness_times_records_and_writes(tmp_path):
     old.write_text('{"layer": {}, "training": {}}')
     with pytest.raises(ValueError, match="old.json is not"):
         load_records(old)
+
+
+def test_time_interleaved_rounds_and_clocks():
+    """Every callable is called once per round (after its warm-up calls); quantiles are ordered;
+    one torch thread means the thread-CPU clock."""
+    from efficient_kan.bench import time_interleaved
+
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+            torch.randn(32, 32) @ torch.randn(32, 32)
+
+        return fn
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        res = time_interleaved({"a": make("a"), "b": make("b")}, 7, warmup=2)
+    finally:
+        torch.set_num_threads(before)
+    assert calls == {"a": 9, "b": 9}
+    for t in res.values():
+        assert 0 <= t.p20 <= t.p50 <= t.p80 and t.samples == 7 and "thread clock" in t.method
+    assert "wall clock" in time_interleaved({"a": make("a")}, 1, warmup=0, clock="wall")["a"].method
+    with pytest.raises(ValueError, match="clock"):
+        time_interleaved({"a": make("a")}, 1, clock="cpu")
+
+
+def test_bench_cpu_layer_smoke(fresh_root):
+    """bench_cpu_layer.py --smoke: every provider timed, records in the harness's schema, tables."""
+    from efficient_kan.bench import load_records
+
+    bench = load_script("bench_cpu_layer")
+    before = torch.get_num_threads()
+    try:
+        bench.main(["--smoke", "--threads", "1"])
+    finally:
+        torch.set_num_threads(before)
+    out = only_folder(fresh_root, "bench_cpu_layer")
+    (json_path,) = out.glob("cpu_layer_*.json")
+    records = load_records(json_path)
+    assert {r.provider for r in records} >= {"ours", "reference", "cox-de-boor", "floor", "mlp"}
+    assert {r.metric for r in records} >= {"forward (1t)", "forward+backward (1t)", "training steps/s (1t)"}
+    assert all(r.ok and r.benchmark == "bench_cpu_layer" for r in records)
+    md = json_path.with_suffix(".md").read_text()
+    assert "| 1 | 8, 12 -> 6, G5 | forward |" in md and "ours / reference" in md

@@ -13,6 +13,7 @@ from torch import nn
 from torch.autograd import forward_ad
 
 from efficient_kan import KANLinear, kan_linear
+from efficient_kan.activations import spec_of_module
 from efficient_kan.bspline import _uniform_polynomials, local_bases, uniform_grid, uniform_knots
 from efficient_kan.eager import eager_path_applies
 from efficient_kan.reference import kan_linear_reference
@@ -212,3 +213,170 @@ def test_fast_case_steps_aside_for_transforms_autocast_and_other_dtypes():
     seen = []
     torch.func.vmap(lambda v: seen.append(eager_path_applies(v, layer.grid, weights, "silu")) or v)(x)
     assert seen == [False]
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks of input features and the per-thread workspace (efficient_kan/eager.py): the packed
+# weight, backward's temporaries and, without a graph, the expanded input live in scratch buffers
+# that are reused across calls; nothing computed from them may go stale or alias.
+
+
+def _args(layer: KANLinear) -> tuple:
+    return (layer.grid, layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
+
+
+def _reference_grads(layer: KANLinear, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    xr = x.detach().clone().requires_grad_()
+    act = spec_of_module(layer.base_activation)
+    y = kan_linear_reference(xr, *_args(layer), spline_order=layer.spline_order, base_activation=act)
+    return (y, *torch.autograd.grad(y, [xr, *layer.parameters()], w))
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+@pytest.mark.parametrize("scaler,act", [(True, nn.SiLU), (False, nn.Identity)])
+def test_blocks_of_input_features_equal_reference(monkeypatch, uniform, scaler, act):
+    """Blocks of 1-3 features (uneven last block): values and every gradient, float64."""
+    from efficient_kan import eager
+
+    layer = _uniform_layer(7, 4, grid_size=5, enable_standalone_scale_spline=scaler, base_activation=act)
+    if not uniform:
+        perturbed_grid(layer)
+    lanes = layer.grid_size + layer.spline_order + 1
+    monkeypatch.setattr(eager, "_BLOCK_BYTES", 3 * 4 * lanes * 8)  # three features per block
+    assert len(eager._feature_blocks(7, 4, lanes, 8)) == 3
+    x = _inputs(layer)[5:].requires_grad_()
+    w = torch.randn(x.shape[0], 4, dtype=torch.float64)
+    y = layer(x)
+    grads = torch.autograd.grad(y, [x, *layer.parameters()], w)
+    expected = _reference_grads(layer, x, w)
+    assert_close(y, expected[0], atol=1e-12, rtol=1e-12)
+    for name, a, b in zip(["x", *(n for n, _ in layer.named_parameters())], grads, expected[1:], strict=True):
+        assert_close(a, b, atol=1e-11, rtol=1e-11, name=name)
+    with torch.no_grad():
+        assert_close(layer(x), expected[0], atol=1e-12, rtol=1e-12)
+    params = list(layer.parameters())
+    names = [n for n, _ in layer.named_parameters()]
+
+    def f(x, *ps):
+        return torch.func.functional_call(layer, dict(zip(names, ps, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x[:4].detach().requires_grad_(), *params), eps=1e-6, atol=1e-8)
+
+
+def test_parameter_changes_are_seen_by_every_call():
+    """The packed weight is rebuilt on every call: optimizer steps, in-place edits and writes
+    through ``.data`` (which no version counter sees) all show in the next output."""
+    layer = _uniform_layer(6, 3, grid_size=5)
+    x = torch.rand(9, 6, dtype=torch.float64) * 2 - 1
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+
+    def check():
+        expected = kan_linear_reference(x, *_args(layer))
+        with torch.no_grad():
+            assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)
+        with torch.inference_mode():
+            assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)
+        assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)
+
+    check()
+    layer(x).square().sum().backward()
+    opt.step()
+    check()
+    with torch.no_grad():
+        layer.spline_weight.mul_(-2)
+        layer.base_weight.add_(1)
+    check()
+    layer.spline_scaler.data.mul_(3)
+    layer.spline_weight.data[0, 0].fill_(5)
+    check()
+
+
+def test_live_graphs_and_no_grad_calls_do_not_share_buffers():
+    """Two graphs alive at once (different batch sizes), and calls without a graph (which use the
+    workspace) in between: every backward gets its own forward's values."""
+    layer = _uniform_layer(5, 4, grid_size=5)
+    x1 = (torch.rand(7, 5, dtype=torch.float64) * 2 - 1).requires_grad_()
+    x2 = (torch.rand(3, 5, dtype=torch.float64) * 2 - 1).requires_grad_()
+    w1, w2 = torch.randn(7, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    y1, y2 = layer(x1), layer(x2)
+    with torch.no_grad():
+        z = layer(torch.rand(11, 5, dtype=torch.float64))
+    z_before = z.clone()
+    with torch.inference_mode():
+        layer(torch.rand(2, 5, dtype=torch.float64))
+    g2 = torch.autograd.grad(y2, [x2, *layer.parameters()], w2)
+    g1 = torch.autograd.grad(y1, [x1, *layer.parameters()], w1)
+    for x, w, y, g in ((x1, w1, y1, g1), (x2, w2, y2, g2)):
+        expected = _reference_grads(layer, x, w)
+        assert_close(y, expected[0], atol=1e-12, rtol=1e-12)
+        for a, b in zip(g, expected[1:], strict=True):
+            assert_close(a, b, atol=1e-11, rtol=1e-11)
+    assert torch.equal(z, z_before)  # outputs never point into the workspace
+
+
+def test_threads_each_get_their_own_workspace():
+    import threading
+
+    layer = _uniform_layer(16, 8, grid_size=5)
+    inputs = [torch.rand(20 + 3 * t, 16, dtype=torch.float64) * 2 - 1 for t in range(4)]
+    expected = [kan_linear_reference(x, *_args(layer)) for x in inputs]
+    failures = []
+
+    def work(t):
+        for _ in range(20):
+            with torch.no_grad():
+                y = layer(inputs[t])
+            if not torch.allclose(y, expected[t], atol=1e-12, rtol=1e-12):
+                failures.append(t)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not failures
+
+
+def test_forward_mode_without_a_graph_keeps_its_tangents():
+    """Under no_grad with parameters that need no gradient nothing is recorded, but an open dual
+    level still needs the Function's jvp rule."""
+    layer = _uniform_layer(4, 3, grid_size=5).requires_grad_(False)
+    x, tangent = torch.rand(7, 4, dtype=torch.float64) * 2 - 1, torch.randn(7, 4, dtype=torch.float64)
+    _, expected = torch.func.jvp(lambda v: kan_linear_reference(v, *_args(layer)), (x,), (tangent,))
+    with torch.no_grad(), forward_ad.dual_level():
+        y = layer(forward_ad.make_dual(x, tangent))
+        y_t = forward_ad.unpack_dual(y).tangent
+    assert y_t is not None
+    assert_close(y_t, expected, atol=1e-12, rtol=1e-12)
+
+
+def test_backward_of_a_broadcast_gradient():
+    """``y.sum().backward()`` hands backward a stride-0 gradient."""
+    layer = _uniform_layer(5, 3, grid_size=5)
+    x = (torch.rand(6, 5, dtype=torch.float64) * 2 - 1).requires_grad_()
+    layer(x).sum().backward()
+    expected = _reference_grads(layer, x, torch.ones(6, 3, dtype=torch.float64))
+    assert_close(x.grad, expected[1], atol=1e-11, rtol=1e-11)
+    for p, e in zip(layer.parameters(), expected[2:], strict=True):
+        assert_close(p.grad, e, atol=1e-11, rtol=1e-11)
+
+
+def test_temporaries_above_the_workspace_cap_are_not_kept(monkeypatch):
+    from efficient_kan import eager
+
+    monkeypatch.setattr(eager, "_WORKSPACE_MAX_BYTES", 256)
+    monkeypatch.setattr(eager, "_BLOCK_BYTES", 256)
+    layer = _uniform_layer(6, 4, grid_size=5)
+    x = (torch.rand(9, 6, dtype=torch.float64) * 2 - 1).requires_grad_()
+    w = torch.randn(9, 4, dtype=torch.float64)
+    eager._WORKSPACE.buffers.clear()
+    y = layer(x)
+    grads = torch.autograd.grad(y, [x, *layer.parameters()], w)
+    with torch.no_grad():
+        y_no_grad = layer(x)
+    expected = _reference_grads(layer, x, w)
+    assert_close(y, expected[0], atol=1e-12, rtol=1e-12)
+    assert_close(y_no_grad, expected[0], atol=1e-12, rtol=1e-12)
+    for a, b in zip(grads, expected[1:], strict=True):
+        assert_close(a, b, atol=1e-11, rtol=1e-11)
+    assert all(b.numel() * b.element_size() <= 256 for b in eager._WORKSPACE.buffers.values())

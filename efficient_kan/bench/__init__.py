@@ -2,7 +2,9 @@
 
 - :mod:`.timing`: :func:`~.timing.time_fn` (``triton.testing.do_bench`` on CUDA,
   ``torch.utils.benchmark.Timer.blocked_autorange`` on CPU) returns a :class:`~.timing.Timing` with
-  the 20/50/80 % quantiles in milliseconds; :func:`~.timing.peak_memory_mib` measures one call.
+  the 20/50/80 % quantiles in milliseconds; :func:`~.timing.time_interleaved` times several
+  callables against each other in rounds (thread CPU time on one thread), for ratios on a loaded
+  CPU; :func:`~.timing.peak_memory_mib` measures one call.
 - :mod:`.records`: :class:`~.records.Record` (benchmark, provider, shape, dtype, metric,
   p20/p50/p80, device, versions, commit, command, date) and :func:`~.records.environment`.
 - :mod:`.report`: JSON/CSV/markdown writing of records, a generic markdown table, and
@@ -21,7 +23,7 @@ from .report import (
     write_json,
     write_records,
 )
-from .timing import Timing, peak_memory_mib, time_fn
+from .timing import Timing, peak_memory_mib, time_fn, time_interleaved
 
 __all__ = [
     "Record",
@@ -35,6 +37,7 @@ __all__ = [
     "plot",
     "records_table",
     "time_fn",
+    "time_interleaved",
     "write_csv",
     "write_json",
     "write_records",

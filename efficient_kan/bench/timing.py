@@ -1,16 +1,20 @@
 """Timing and peak memory of a callable: ``triton.testing.do_bench`` on CUDA (CUDA events, the L2
 cache flushed between calls), ``torch.utils.benchmark`` on CPU (``blocked_autorange``: blocks of
-calls, each block's mean is one sample). Both report the 20/50/80 % quantiles in milliseconds."""
+calls, each block's mean is one sample). Both report the 20/50/80 % quantiles in milliseconds.
+
+:func:`time_interleaved` times several callables against each other in rounds (one call of each
+per round), for comparisons on a shared, loaded CPU where what matters is their ratio."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["Timing", "peak_memory_mib", "quantiles", "time_fn"]
+__all__ = ["Timing", "peak_memory_mib", "quantiles", "time_fn", "time_interleaved"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +104,56 @@ def time_fn(
         samples=len(m.times),
         per_sample=m.number_per_run,
     )
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    rounds: int,
+    *,
+    warmup: int = 2,
+    clock: str = "auto",
+) -> dict[str, Timing]:
+    """Milliseconds per call of each of ``fns``, timed in ``rounds`` rounds of one call each.
+
+    Why not :func:`time_fn`: ``blocked_autorange`` times one callable for a stretch, then the next;
+    on a shared machine whose load changes by the minute, two providers timed minutes apart see
+    different machines and their ratio drifts. Here every round calls each callable once (the
+    order reversed every other round, so none always runs first after the others warmed or
+    evicted the caches), and the quantiles are over rounds, so every provider's samples come from
+    the same minutes.
+
+    Args:
+        fns: name -> the call to time (it resets what it needs, e.g. gradients, itself).
+        rounds: timed rounds (each callable is called once per round).
+        warmup: untimed calls of each callable first (allocator, caches, compiles).
+        clock: ``"thread"`` (``time.thread_time``: this thread's CPU time, which leaves out the
+            time a single-threaded call waits for a core on a loaded machine), ``"wall"``
+            (``time.perf_counter``), or ``"auto"``: thread time at one torch thread, wall time at
+            more (the other threads' work is not in this thread's CPU time).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if clock == "auto":
+        clock = "thread" if torch.get_num_threads() == 1 else "wall"
+    if clock not in ("thread", "wall"):
+        raise ValueError(f"clock must be 'auto', 'thread' or 'wall', got {clock!r}")
+    timer = time.thread_time if clock == "thread" else time.perf_counter
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            fn = fns[name]
+            start = timer()
+            fn()
+            samples[name].append((timer() - start) * 1e3)
+    method = f"interleaved rounds, {clock} clock ({torch.get_num_threads()} threads)"
+    return {
+        name: Timing(*quantiles(v), method=method, samples=len(v), per_sample=1)
+        for name, v in samples.items()
+    }
 
 
 def peak_memory_mib(fn: Callable[[], object], device: torch.device | str) -> tuple[float, str]:
