@@ -1,7 +1,7 @@
 """CPU speed of the PyTorch path: one layer against its floor and its peers, training, inference.
 
-    PYTHONPATH=. python benchmarks/bench_cpu_layer.py              # writes bench-out/bench_cpu_layer-<time>/
-    PYTHONPATH=. python benchmarks/bench_cpu_layer.py --publish    # writes benchmarks/results/cpu_layer_<cpu>.*
+    python benchmarks/bench_cpu_layer.py              # writes bench-out/bench_cpu_layer-<time>/
+    python benchmarks/bench_cpu_layer.py --publish    # writes benchmarks/results/cpu_layer_<cpu>.*
 
 Providers, all float32, each layer's input needing a gradient in forward+backward (a layer inside a
 network), timed interleaved (one call of each provider per round; the median over rounds), so that

@@ -184,6 +184,64 @@ def _forward(
     return y, expanded, index, derivs
 
 
+def _input_grad_block(
+    grad_y, x, dx, base_weight, spline_weight, spline_scaler, index, derivs, act_grad, start, stop
+) -> None:
+    """Write ``dx[:, start:stop]`` of one block of input features: ``dY @ W`` of the block's
+    spline lanes gathered at the forward's lane indices times the local derivatives, plus the base
+    branch's ``act'(x) * (dY @ base_weight)`` (``act_grad`` None: SiLU's own backward)."""
+    n, width = x.shape[0], stop - start
+    n_bases = spline_weight.shape[-1]
+    scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
+    spline = _scaled_spline_weight(spline_weight[:, start:stop], scaler)
+    d_exp = torch.mm(grad_y, spline, out=_WORKSPACE.get("d_exp", (n, width * n_bases), x.dtype))
+    g_act = torch.mm(grad_y, base_weight[:, start:stop], out=_WORKSPACE.get("g_act", (n, width), x.dtype))
+    xs, dxs = x[:, start:stop], dx[:, start:stop]
+    if act_grad is None:
+        torch.ops.aten.silu_backward.grad_input(g_act, xs, grad_input=dxs)
+    else:
+        torch.mul(g_act, act_grad(xs), out=dxs)
+    # Gathered lanes first: the sum over lanes then runs over contiguous rows.
+    g_bases = _WORKSPACE.get("g_bases", (index.shape[0], n, width), x.dtype)
+    torch.gather(
+        d_exp.view(n, width, n_bases),
+        2,
+        index[..., start:stop].permute(1, 2, 0),
+        out=g_bases.permute(1, 2, 0),
+    )
+    for lane, d_lane in zip(g_bases, derivs[..., start:stop], strict=True):
+        dxs.addcmul_(lane, d_lane)
+
+
+def _weight_grads_block(
+    grad_t, expanded, spline_weight, spline_scaler, dbw, dsw, dsc, ones, start, stop
+) -> None:
+    """Write the weight gradients of one block of input features from ``dY^T @ A`` of the block's
+    lanes: ``dbw``/``dsw`` columns, and ``dsc`` (None: not wanted) with ``ones`` of ``(n_bases, 1)``."""
+    n_out, n_in, n_bases = spline_weight.shape
+    width = stop - start
+    split, first = width * n_bases, start * (n_bases + 1)
+    d_weight = torch.mm(
+        grad_t, expanded[:, first : first + split],
+        out=_WORKSPACE.get("d_weight", (n_out, split), expanded.dtype),
+    )  # fmt: skip
+    if width == n_in:
+        torch.mm(grad_t, expanded[:, first + split : first + split + width], out=dbw)
+    else:
+        dbw[:, start:stop] = grad_t @ expanded[:, first + split : first + split + width]
+    d_spline = d_weight.view(n_out, width, n_bases)
+    if spline_scaler is None:
+        dsw[:, start:stop] = d_spline
+        return
+    if dsc is not None:
+        # The per-weight dot products over the bases: a product with ones sums the short rows
+        # faster than a reduction over the last dimension.
+        prods = _WORKSPACE.get("prods", (n_out * width, n_bases), expanded.dtype)
+        torch.mul(d_spline, spline_weight[:, start:stop], out=prods.view(n_out, width, n_bases))
+        dsc[:, start:stop] = torch.mm(prods, ones).view(n_out, width)
+    torch.mul(d_spline, spline_scaler[:, start:stop].unsqueeze(-1), out=dsw[:, start:stop])
+
+
 class _KANLinearEager(torch.autograd.Function):
     """The layer on 2-D ``x``; returns ``y`` and the intermediates backward reuses.
 
@@ -239,6 +297,7 @@ class _KANLinearEager(torch.autograd.Function):
         lanes = n_bases + 1
         dx = dbw = dsw = dsc = db = None
         need_weights = need[2] or need[3] or need[4]
+        act_grad = ones = None
         if need[0]:
             if derivs.numel() == 0 and x.numel() != 0:
                 raise RuntimeError(
@@ -246,7 +305,8 @@ class _KANLinearEager(torch.autograd.Function):
                 )
             dx = x.new_empty(n, n_in)
             derivs = derivs.to(x.dtype)
-            act_grad = None if ctx.act == "silu" else activation_grad_fn(ctx.act)
+            if ctx.act != "silu":
+                act_grad = activation_grad_fn(ctx.act)
         if need_weights:
             dbw = base_weight.new_empty(n_out, n_in)
             dsw = spline_weight.new_empty(n_out, n_in, n_bases)
@@ -258,49 +318,15 @@ class _KANLinearEager(torch.autograd.Function):
         grad_y = grad_y.contiguous()
         grad_t = grad_y.t()
         for start, stop in _feature_blocks(n_in, n_out, lanes, x.element_size()):
-            width = stop - start
-            split = width * n_bases
             if need[0]:
-                scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
-                spline = _scaled_spline_weight(spline_weight[:, start:stop], scaler)
-                d_exp = torch.mm(grad_y, spline, out=_WORKSPACE.get("d_exp", (n, split), x.dtype))
-                g_act = torch.mm(
-                    grad_y, base_weight[:, start:stop], out=_WORKSPACE.get("g_act", (n, width), x.dtype)
-                )
-                xs, dxs = x[:, start:stop], dx[:, start:stop]
-                if act_grad is None:
-                    torch.ops.aten.silu_backward.grad_input(g_act, xs, grad_input=dxs)
-                else:
-                    torch.mul(g_act, act_grad(xs), out=dxs)
-                # Gathered lanes first: the sum over lanes then runs over contiguous rows.
-                g_bases = _WORKSPACE.get("g_bases", (index.shape[0], n, width), x.dtype)
-                torch.gather(
-                    d_exp.view(n, width, n_bases), 2,
-                    index[..., start:stop].permute(1, 2, 0), out=g_bases.permute(1, 2, 0),
+                _input_grad_block(
+                    grad_y, x, dx, base_weight, spline_weight, spline_scaler, index, derivs, act_grad,
+                    start, stop,
                 )  # fmt: skip
-                for lane, d_lane in zip(g_bases, derivs[..., start:stop], strict=True):
-                    dxs.addcmul_(lane, d_lane)
             if need_weights:
-                first = start * lanes
-                d_weight = torch.mm(
-                    grad_t, expanded[:, first : first + split],
-                    out=_WORKSPACE.get("d_weight", (n_out, split), x.dtype),
-                )  # fmt: skip
-                if width == n_in:
-                    torch.mm(grad_t, expanded[:, first + split : first + split + width], out=dbw)
-                else:
-                    dbw[:, start:stop] = grad_t @ expanded[:, first + split : first + split + width]
-                d_spline = d_weight.view(n_out, width, n_bases)
-                if spline_scaler is None:
-                    dsw[:, start:stop] = d_spline
-                    continue
-                if dsc is not None:
-                    # The per-weight dot products over the bases: a product with ones sums the
-                    # short rows faster than a reduction over the last dimension.
-                    prods = _WORKSPACE.get("prods", (n_out * width, n_bases), x.dtype)
-                    torch.mul(d_spline, spline_weight[:, start:stop], out=prods.view(n_out, width, n_bases))
-                    dsc[:, start:stop] = torch.mm(prods, ones).view(n_out, width)
-                torch.mul(d_spline, spline_scaler[:, start:stop].unsqueeze(-1), out=dsw[:, start:stop])
+                _weight_grads_block(
+                    grad_t, expanded, spline_weight, spline_scaler, dbw, dsw, dsc, ones, start, stop
+                )
         if need[5]:
             db = grad_y.sum(0)
         dbw, dsw = (dbw if need[2] else None), (dsw if need[3] else None)
