@@ -86,3 +86,25 @@ def test_readme_layout_matches_the_tree():
                         )
             elif path.suffix in (".py", ".sh"):
                 assert path.name in named, f"README's layout does not list {folder}/{path.name}"
+
+
+def test_every_implementation_takes_kan_linears_parameters():
+    """``efficient_kan.kan_linear`` defines the layer's call; the implementations it dispatches to
+    (and the public oracle) take the same parameters (names, kinds, defaults), so changing one
+    without the others fails here rather than at a user's call."""
+    import inspect
+
+    from efficient_kan import kan_linear, kan_linear_reference
+    from efficient_kan.eager import kan_linear_eager
+    from efficient_kan.triton_backend import kan_linear_triton
+
+    def params(fn, drop=()):
+        return [
+            (p.name, p.kind, p.default)
+            for p in inspect.signature(fn).parameters.values()
+            if p.name not in drop
+        ]
+
+    contract = params(kan_linear, drop=("backend",))
+    for impl in (kan_linear_reference, kan_linear_eager, kan_linear_triton):
+        assert params(impl) == contract, impl.__qualname__
