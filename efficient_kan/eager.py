@@ -120,9 +120,13 @@ def _feature_blocks(n_in: int, n_out: int, lanes: int, itemsize: int) -> list[tu
     return [(i, min(i + step, n_in)) for i in range(0, n_in, step)]
 
 
-def _scaled_spline_weight(spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None) -> torch.Tensor:
-    """``spline_weight * spline_scaler`` of one block of input features, ``(O, I_block * n_bases)``,
+def _scaled_spline_weight(
+    spline_weight: torch.Tensor, spline_scaler: torch.Tensor | None, start: int, stop: int
+) -> torch.Tensor:
+    """``spline_weight * spline_scaler`` of the input features ``start:stop``, ``(O, width * n_bases)``,
     in the workspace (contiguous, so the product runs as one flat loop)."""
+    spline_weight = spline_weight[:, start:stop]
+    spline_scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
     n_out, width, n_bases = spline_weight.shape
     if spline_scaler is None and spline_weight.is_contiguous():
         return spline_weight.view(n_out, width * n_bases)
@@ -171,8 +175,7 @@ def _forward(
             torch.ops.aten.silu.out(x[:, start:stop], out=expanded[:, split:last])
         else:
             expanded[:, split:last] = x[:, start:stop]
-        scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
-        spline = _scaled_spline_weight(spline_weight[:, start:stop], scaler)
+        spline = _scaled_spline_weight(spline_weight, spline_scaler, start, stop)
         part = expanded[:, first:split]
         if y is None:
             y = torch.mm(part, spline.t()) if bias is None else torch.addmm(bias, part, spline.t())
@@ -192,8 +195,7 @@ def _input_grad_block(
     branch's ``act'(x) * (dY @ base_weight)`` (``act_grad`` None: SiLU's own backward)."""
     n, width = x.shape[0], stop - start
     n_bases = spline_weight.shape[-1]
-    scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
-    spline = _scaled_spline_weight(spline_weight[:, start:stop], scaler)
+    spline = _scaled_spline_weight(spline_weight, spline_scaler, start, stop)
     d_exp = torch.mm(grad_y, spline, out=_WORKSPACE.get("d_exp", (n, width * n_bases), x.dtype))
     g_act = torch.mm(grad_y, base_weight[:, start:stop], out=_WORKSPACE.get("g_act", (n, width), x.dtype))
     xs, dxs = x[:, start:stop], dx[:, start:stop]
