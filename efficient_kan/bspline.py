@@ -23,7 +23,7 @@ from fractions import Fraction
 
 import torch
 
-__all__ = ["uniform_grid", "bspline_basis", "check_grid", "local_bases", "uniform_knots"]
+__all__ = ["uniform_grid", "bspline_basis", "check_grid", "uniform_knots"]
 
 
 def uniform_grid(
@@ -141,8 +141,9 @@ def _local_bases(
 
 
 # ---------------------------------------------------------------------------------------------
-# The fast case for eager calls: knots that are uniform per feature (every grid until update_grid
-# moves it; update_grid with grid_eps=1 too). Span and local bases then have a closed form.
+# Knots that are uniform per feature (every grid until update_grid moves it; update_grid with
+# grid_eps=1 too): span and local bases then have a closed form, which the eager CPU path's C
+# kernels use (efficient_kan/cpu_kernels.c).
 
 
 def _fit_uniform(grid: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -222,62 +223,6 @@ def _uniform_polynomials(k: int) -> tuple[tuple[tuple[Fraction, ...], ...], ...]
             new[q + 1] = add(new[q + 1], times_linear(temp[q], Fraction(j - 1 - q), Fraction(1)))  # left
         values = new
     return tuple(tuple(poly + [Fraction(0)] * (k + 1 - len(poly))) for poly in values)
-
-
-@functools.lru_cache(maxsize=64)
-def _uniform_horner(k: int, with_derivative: bool, dtype: torch.dtype, device: torch.device):
-    """The closed form's coefficients for Horner's scheme, highest power first.
-
-    ``coefficients[p]`` has shape ``(L, 1, 1)``: the ``t**(k - p)`` coefficient of each lane's
-    value (lanes ``0..k``) and, with derivatives, of its ``d/dt`` (lanes ``k+1..2k+1``).
-    """
-    poly = _uniform_polynomials(k)
-    rows = [list(poly[r]) for r in range(k + 1)]
-    if with_derivative:
-        rows += [[(p + 1) * poly[r][p + 1] for p in range(k)] + [Fraction(0)] for r in range(k + 1)]
-    table = torch.tensor([[float(c) for c in row] for row in rows], dtype=dtype, device=device)
-    return tuple(table[:, p].contiguous().view(-1, 1, 1) for p in range(k, -1, -1))
-
-
-def _uniform_local_bases(
-    x: torch.Tensor, inv_h: torch.Tensor, shift: torch.Tensor, n_knots: int, k: int, with_derivative: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """:func:`_local_bases` on uniform knots: span by a floor, values by a polynomial in ``t``."""
-    n_bases = n_knots - 1 - k
-    # u = 1 + (x - grid[:, 0]) / h, clamped to [0, n_knots] (NaN to 0): s1 = floor(u) is the span
-    # plus one; 0 and n_knots stand for everything outside the grid, whose lanes all fall out of
-    # range below.
-    u = torch.addcmul(shift, x, inv_h).nan_to_num_(nan=0.0).clamp_(0, n_knots)
-    t = torch.frac(u)  # u >= 0: u - floor(u)
-    first = u.to(torch.int64) + torch.arange(-1 - k, 0, device=x.device).view(-1, 1, 1)  # (K+1, N, I)
-    index = first.clamp(0, n_bases - 1)
-    keep = index == first
-    coefficients = _uniform_horner(k, with_derivative, x.dtype, x.device)
-    local = torch.addcmul(coefficients[1], coefficients[0], t)
-    for c in coefficients[2:]:
-        local = torch.addcmul(c, local, t)
-    zero = local.new_zeros(())
-    values = torch.where(keep, local[: k + 1], zero)
-    derivs = torch.where(keep, local[k + 1 :], zero).mul_(inv_h) if with_derivative else None
-    return index, values, derivs
-
-
-def local_bases(
-    x: torch.Tensor, grid: torch.Tensor, spline_order: int, with_derivative: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """:func:`_local_bases` of 2-D ``x`` for eager calls, with the closed form on uniform knots.
-
-    Same results and layout (``(K + 1, N, I)``, in the compute dtype): uniform knots (see
-    :func:`uniform_knots`) take a floor for the span and a polynomial in the position within it
-    for the values; other grids the search and de Boor's scheme. Uses a Python-side cache keyed
-    on the grid, so it is for eager code, not for tracing.
-    """
-    compute_dtype = _compute_dtype(x, grid)
-    xc = x.to(compute_dtype)
-    fit = uniform_knots(grid, compute_dtype) if spline_order >= 1 else None
-    if fit is not None:
-        return _uniform_local_bases(xc, fit[0], fit[1], grid.shape[1], spline_order, with_derivative)
-    return _local_bases(xc, grid.to(compute_dtype), spline_order, with_derivative)
 
 
 def _pad_lanes(t: torch.Tensor, before: int, after: int) -> torch.Tensor:

@@ -197,7 +197,7 @@ def _time_layers(sizes, device: torch.device, precision: str, min_run_time: floa
 
 
 def _header_lines(device: torch.device) -> list[str]:
-    from . import __version__, settings
+    from . import __version__, cpu_kernels, settings
     from .bench import environment
 
     env = environment(device)
@@ -217,6 +217,7 @@ def _header_lines(device: torch.device) -> list[str]:
     )
     lines.append("settings:")
     lines += ["  " + line for line in settings().describe().splitlines()]
+    lines.append(f"CPU path's C kernels: {cpu_kernels.status()}")
     return lines
 
 

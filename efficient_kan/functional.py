@@ -102,7 +102,7 @@ def kan_linear(
         # the reference (same function).
         impl = (
             kan_linear_eager
-            if eager_path_applies(x, grid, weights, base_activation)
+            if eager_path_applies(x, grid, weights, base_activation, spline_order)
             else kan_linear_reference
         )
     return impl(

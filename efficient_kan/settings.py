@@ -17,6 +17,10 @@ field                 environment variable             meaning
 ``chunk_bytes``       ``EFFICIENT_KAN_CHUNK_BYTES``    the chunked strategy's buffer bound (bytes)
 ``autotune``          ``EFFICIENT_KAN_AUTOTUNE``       ``0``: each kernel's first config, no tuning
 ``compile_threads``   ``EFFICIENT_KAN_COMPILE_THREADS`` threads compiling autotuning candidates
+``cpu_kernels``       ``EFFICIENT_KAN_CPU_KERNELS``    the eager CPU path's C kernels: ``"auto"`` (built
+                                                       on first use; without a C compiler, the PyTorch
+                                                       reference path and a warning), ``"on"`` (an
+                                                       error if they cannot be built) or ``"off"``
 ``interpret``         ``TRITON_INTERPRET`` (read only)  kernels run in Triton's CPU interpreter
 ====================  ===============================  =============================================
 
@@ -31,10 +35,11 @@ import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 
-__all__ = ["BACKENDS", "STRATEGIES", "Settings", "configure", "settings", "use"]
+__all__ = ["BACKENDS", "CPU_KERNELS", "STRATEGIES", "Settings", "configure", "settings", "use"]
 
 BACKENDS = ("auto", "triton", "torch")
 STRATEGIES = ("auto", "fused", "chunked")
+CPU_KERNELS = ("auto", "on", "off")
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
 
@@ -68,6 +73,7 @@ class Settings:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     autotune: bool = True
     compile_threads: int = dataclasses.field(default_factory=_default_compile_threads)
+    cpu_kernels: str = "auto"
     interpret: bool = False
 
     def __post_init__(self) -> None:
@@ -78,6 +84,10 @@ class Settings:
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"strategy (EFFICIENT_KAN_STRATEGY) must be one of {STRATEGIES}, got {self.strategy!r}"
+            )
+        if self.cpu_kernels not in CPU_KERNELS:
+            raise ValueError(
+                f"cpu_kernels (EFFICIENT_KAN_CPU_KERNELS) must be one of {CPU_KERNELS}, got {self.cpu_kernels!r}"
             )
         object.__setattr__(
             self,
@@ -107,6 +117,7 @@ class Settings:
             ("strategy", "EFFICIENT_KAN_STRATEGY"),
             ("chunk_bytes", "EFFICIENT_KAN_CHUNK_BYTES"),
             ("compile_threads", "EFFICIENT_KAN_COMPILE_THREADS"),
+            ("cpu_kernels", "EFFICIENT_KAN_CPU_KERNELS"),
         ):
             if (raw := get(var)) is not None:
                 values[field] = raw

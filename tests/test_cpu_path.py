@@ -1,4 +1,5 @@
-"""The PyTorch path's eager fast case (efficient_kan/eager.py) and its closed form on uniform knots.
+"""The PyTorch path's eager fast case (efficient_kan/eager.py) and its closed form on uniform knots
+(the C kernels themselves: tests/test_cpu_kernels.py).
 
 The fast case must compute the reference's function exactly (float64 to rounding), on uniform
 grids (closed form) and on the non-uniform grids update_grid makes (de Boor), with every
@@ -14,7 +15,7 @@ from torch.autograd import forward_ad
 
 from efficient_kan import KANLinear, kan_linear
 from efficient_kan.activations import spec_of_module
-from efficient_kan.bspline import _uniform_polynomials, local_bases, uniform_grid, uniform_knots
+from efficient_kan.bspline import _uniform_polynomials, uniform_grid, uniform_knots
 from efficient_kan.eager import eager_path_applies
 from efficient_kan.reference import kan_linear_reference
 
@@ -183,21 +184,6 @@ def test_inference_mode_and_inference_grids():
         assert uniform_knots(grid, torch.float64) is None
         args = (grid, layer.base_weight, layer.spline_weight, layer.spline_scaler, layer.bias)
         assert_close(kan_linear(x, *args), expected, atol=1e-12, rtol=1e-12)
-
-
-def test_local_bases_closed_form_equals_de_boor():
-    grid = uniform_grid(6, 7, 3, (-2.0, 1.0), dtype=torch.float64)
-    x = torch.rand(30, 6, dtype=torch.float64) * 5 - 3
-    x[0, 0] = float("nan")
-    closed = local_bases(x, grid, 3, True)
-    from efficient_kan.bspline import _local_bases
-
-    general = _local_bases(x, grid, 3, True)
-    for a, b in zip(closed[1:], general[1:], strict=True):
-        assert_close(a, b, atol=1e-13, rtol=1e-13)
-    # Indices only matter where a basis exists (elsewhere the value is 0).
-    kept = general[1] != 0
-    assert torch.equal(closed[0][kept], general[0][kept])
 
 
 def test_fast_case_steps_aside_for_transforms_autocast_and_other_dtypes():

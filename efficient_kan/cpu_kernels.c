@@ -1,0 +1,349 @@
+/* The eager CPU path's elementwise work in C (see cpu_kernels.py, which builds and calls it).
+
+   Each function walks rows of a row-major matrix; every pointer may be offset into a larger
+   matrix (a block of input features), so each takes a row stride. T is float or double, the
+   suffix says which. Bases, per input feature with knots t (n_knots of them) and order K:
+   nb = n_knots - 1 - K lanes, of which at most K + 1 (lanes span - K .. span) are non-zero.
+
+   - kan_expand_*: write each feature's nb basis lanes (zeros included).
+   - kan_expand_grad_*: dx += sum over the non-zero lanes of g[lane] * dB_lane/dx.
+   - kan_pack, kan_pack_grads: the weights in the expanded input's layout, and back.
+   - uniform: knots t_j = t_0 + j h; the span is a floor and the K + 1 values are fixed
+     polynomials in the position within it (their coefficients come from Python, exact).
+   - general: any strictly increasing knots; the span by bisection, values by de Boor's
+     triangular scheme ("The NURBS Book", A2.2), derivatives from the order K - 1 values.
+   Inputs outside [t_0, t_last) (and NaN) have no non-zero lane, as in the PyTorch code. */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CHUNK 64   /* features per vectorised step of the uniform kernels */
+#define MAX_K 16   /* highest order the general kernels take */
+
+/* ---- uniform knots: u = x / h + shift = 1 + position in knot intervals, clamped to [0, n_knots]
+   (NaN to 0); s = floor(u); lanes s - 1 - K + r, r = 0..K; t = u - s. K is a compile-time
+   constant so that the loop over a chunk of features vectorises. */
+#define DEFINE_UNIFORM(T, SUF, K)                                                                   \
+  static void expand_uniform_##SUF##_##K(const T* x, int64_t x_stride, int64_t n_rows,             \
+                                         int64_t width, const T* inv_h, const T* shift,            \
+                                         int64_t n_knots, const T* coef, T* out,                   \
+                                         int64_t out_stride) {                                     \
+    const int64_t nb = n_knots - 1 - K;                                                             \
+    const T top = (T)n_knots;                                                                       \
+    T c[K + 1][K + 1];                                                                              \
+    for (int r = 0; r <= K; ++r)                                                                    \
+      for (int p = 0; p <= K; ++p) c[r][p] = coef[r * (K + 1) + p];                                 \
+    for (int64_t n = 0; n < n_rows; ++n) {                                                          \
+      const T* xr = x + n * x_stride;                                                               \
+      T* row = out + n * out_stride;                                                                \
+      memset(row, 0, sizeof(T) * (size_t)(width * nb));                                             \
+      for (int64_t i0 = 0; i0 < width; i0 += CHUNK) {                                               \
+        const int64_t m = width - i0 < CHUNK ? width - i0 : CHUNK;                                  \
+        int32_t span[CHUNK];                                                                        \
+        T vals[K + 1][CHUNK];                                                                       \
+        for (int64_t q = 0; q < m; ++q) {                                                           \
+          T u = shift[i0 + q] + xr[i0 + q] * inv_h[i0 + q];                                         \
+          u = u >= (T)0 ? u : (T)0;                                                                 \
+          u = u <= top ? u : top;                                                                   \
+          const int32_t s = (int32_t)u;                                                             \
+          const T t = u - (T)s;                                                                     \
+          span[q] = s;                                                                              \
+          for (int r = 0; r <= K; ++r) {                                                            \
+            T v = c[r][K];                                                                          \
+            for (int p = K - 1; p >= 0; --p) v = v * t + c[r][p];                                   \
+            vals[r][q] = v;                                                                         \
+          }                                                                                         \
+        }                                                                                           \
+        for (int64_t q = 0; q < m; ++q) {                                                           \
+          T* b = row + (i0 + q) * nb;                                                               \
+          const int64_t first = (int64_t)span[q] - 1 - K;                                           \
+          for (int r = 0; r <= K; ++r) {                                                            \
+            const int64_t j = first + r;                                                            \
+            if (j >= 0 && j < nb) b[j] = vals[r][q];                                                \
+          }                                                                                         \
+        }                                                                                           \
+      }                                                                                             \
+    }                                                                                               \
+  }                                                                                                 \
+  static void expand_grad_uniform_##SUF##_##K(const T* x, int64_t x_stride, int64_t n_rows,        \
+                                              int64_t width, const T* inv_h, const T* shift,       \
+                                              int64_t n_knots, const T* coef, const T* g,          \
+                                              int64_t g_stride, T* dx, int64_t dx_stride) {        \
+    const int64_t nb = n_knots - 1 - K;                                                             \
+    const T top = (T)n_knots;                                                                       \
+    T d[K + 1][K + 1]; /* d[r][p]: coefficient of t^p in d(value r)/dt */                          \
+    for (int r = 0; r <= K; ++r) {                                                                  \
+      for (int p = 0; p < K; ++p) d[r][p] = (T)(p + 1) * coef[r * (K + 1) + p + 1];                 \
+      d[r][K] = (T)0;                                                                               \
+    }                                                                                               \
+    for (int64_t n = 0; n < n_rows; ++n) {                                                          \
+      const T* xr = x + n * x_stride;                                                               \
+      const T* gr = g + n * g_stride;                                                               \
+      T* dxr = dx + n * dx_stride;                                                                  \
+      for (int64_t i0 = 0; i0 < width; i0 += CHUNK) {                                               \
+        const int64_t m = width - i0 < CHUNK ? width - i0 : CHUNK;                                  \
+        int32_t span[CHUNK];                                                                        \
+        T ders[K + 1][CHUNK];                                                                       \
+        for (int64_t q = 0; q < m; ++q) {                                                           \
+          T u = shift[i0 + q] + xr[i0 + q] * inv_h[i0 + q];                                         \
+          u = u >= (T)0 ? u : (T)0;                                                                 \
+          u = u <= top ? u : top;                                                                   \
+          const int32_t s = (int32_t)u;                                                             \
+          const T t = u - (T)s;                                                                     \
+          span[q] = s;                                                                              \
+          for (int r = 0; r <= K; ++r) {                                                            \
+            T v = d[r][K - 1];                                                                      \
+            for (int p = K - 2; p >= 0; --p) v = v * t + d[r][p];                                   \
+            ders[r][q] = v * inv_h[i0 + q];                                                         \
+          }                                                                                         \
+        }                                                                                           \
+        for (int64_t q = 0; q < m; ++q) {                                                           \
+          const T* gl = gr + (i0 + q) * nb;                                                         \
+          const int64_t first = (int64_t)span[q] - 1 - K;                                           \
+          T acc = (T)0;                                                                             \
+          for (int r = 0; r <= K; ++r) {                                                            \
+            const int64_t j = first + r;                                                            \
+            if (j >= 0 && j < nb) acc += gl[j] * ders[r][q];                                        \
+          }                                                                                         \
+          dxr[i0 + q] += acc;                                                                       \
+        }                                                                                           \
+      }                                                                                             \
+    }                                                                                               \
+  }
+
+/* ---- general knots (one row of n_knots per feature). Knots past either end, which only shape
+   lanes that are dropped, are extended at the end spacings so that no denominator is 0. */
+#define DEFINE_GENERAL(T, SUF)                                                                      \
+  static T knot_##SUF(const T* t, int64_t n_knots, int64_t j) {                                     \
+    if (j < 0) return t[0] + (T)j * (t[1] - t[0]);                                                  \
+    if (j >= n_knots) return t[n_knots - 1] + (T)(j - n_knots + 1) * (t[n_knots - 1] - t[n_knots - 2]); \
+    return t[j];                                                                                    \
+  }                                                                                                 \
+  /* Span s (t[s] <= x < t[s + 1]) and the order-k and order-(k-1) values at x, or -1 outside. */  \
+  static int64_t de_boor_##SUF(const T* t, int64_t n_knots, int64_t k, T xv, T* vals, T* lower) { \
+    if (!(xv >= t[0] && xv < t[n_knots - 1])) return -1;                                            \
+    int64_t lo = 0, hi = n_knots - 1;                                                               \
+    while (hi - lo > 1) {                                                                           \
+      const int64_t mid = (lo + hi) / 2;                                                            \
+      if (t[mid] <= xv) lo = mid; else hi = mid;                                                    \
+    }                                                                                               \
+    T left[MAX_K + 1], right[MAX_K + 1];                                                            \
+    vals[0] = (T)1;                                                                                 \
+    lower[0] = (T)1;                                                                                \
+    for (int64_t j = 1; j <= k; ++j) {                                                              \
+      if (j == k)                                                                                   \
+        for (int64_t r = 0; r < k; ++r) lower[r] = vals[r];                                         \
+      left[j] = xv - knot_##SUF(t, n_knots, lo + 1 - j);                                            \
+      right[j] = knot_##SUF(t, n_knots, lo + j) - xv;                                               \
+      T saved = (T)0;                                                                               \
+      for (int64_t r = 0; r < j; ++r) {                                                             \
+        const T temp = vals[r] / (right[r + 1] + left[j - r]);                                      \
+        vals[r] = saved + right[r + 1] * temp;                                                      \
+        saved = left[j - r] * temp;                                                                 \
+      }                                                                                             \
+      vals[j] = saved;                                                                              \
+    }                                                                                               \
+    return lo;                                                                                      \
+  }                                                                                                 \
+  static void expand_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,    \
+                                   const T* knots, int64_t n_knots, int64_t k, T* out,             \
+                                   int64_t out_stride) {                                           \
+    const int64_t nb = n_knots - 1 - k;                                                             \
+    T vals[MAX_K + 1], lower[MAX_K + 1];                                                            \
+    for (int64_t n = 0; n < n_rows; ++n) {                                                          \
+      T* row = out + n * out_stride;                                                                \
+      memset(row, 0, sizeof(T) * (size_t)(width * nb));                                             \
+      for (int64_t i = 0; i < width; ++i) {                                                         \
+        const int64_t s = de_boor_##SUF(knots + i * n_knots, n_knots, k, x[n * x_stride + i], vals, lower); \
+        if (s < 0) continue;                                                                        \
+        for (int64_t r = 0; r <= k; ++r) {                                                          \
+          const int64_t j = s - k + r;                                                              \
+          if (j >= 0 && j < nb) row[i * nb + j] = vals[r];                                          \
+        }                                                                                           \
+      }                                                                                             \
+    }                                                                                               \
+  }                                                                                                 \
+  /* dB_j/dx = k (B_{j,k-1} / (t_{j+k} - t_j) - B_{j+1,k-1} / (t_{j+k+1} - t_{j+1})), with the     \
+     order k-1 values lower[q] = B_{s-k+1+q, k-1}, q = 0..k-1. */                                  \
+  static void expand_grad_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows,             \
+                                        int64_t width, const T* knots, int64_t n_knots, int64_t k, \
+                                        const T* g, int64_t g_stride, T* dx, int64_t dx_stride) {  \
+    const int64_t nb = n_knots - 1 - k;                                                             \
+    T vals[MAX_K + 1], lower[MAX_K + 1];                                                            \
+    if (k == 0) return; /* piecewise constant: derivative 0 */                                      \
+    for (int64_t n = 0; n < n_rows; ++n) {                                                          \
+      for (int64_t i = 0; i < width; ++i) {                                                         \
+        const T* t = knots + i * n_knots;                                                           \
+        const int64_t s = de_boor_##SUF(t, n_knots, k, x[n * x_stride + i], vals, lower);           \
+        if (s < 0) continue;                                                                        \
+        const T* gl = g + n * g_stride + i * nb;                                                    \
+        T acc = (T)0;                                                                               \
+        for (int64_t r = 0; r <= k; ++r) {                                                          \
+          const int64_t j = s - k + r;                                                              \
+          if (j < 0 || j >= nb) continue;                                                           \
+          T der = (T)0;                                                                             \
+          if (r >= 1) der += lower[r - 1] / (knot_##SUF(t, n_knots, j + k) - knot_##SUF(t, n_knots, j)); \
+          if (r < k) der -= lower[r] / (knot_##SUF(t, n_knots, j + k + 1) - knot_##SUF(t, n_knots, j + 1)); \
+          acc += gl[j] * (T)k * der;                                                                \
+        }                                                                                           \
+        dx[n * dx_stride + i] += acc;                                                               \
+      }                                                                                             \
+    }                                                                                               \
+  }
+
+#define DISPATCH_UNIFORM(SUF, CALL)                                                                 \
+  switch (k) {                                                                                      \
+    case 1: CALL(SUF, 1); return 0;                                                                 \
+    case 2: CALL(SUF, 2); return 0;                                                                 \
+    case 3: CALL(SUF, 3); return 0;                                                                 \
+    case 4: CALL(SUF, 4); return 0;                                                                 \
+    case 5: CALL(SUF, 5); return 0;                                                                 \
+    default: return 1;                                                                              \
+  }
+
+#define CALL_EXPAND(SUF, K)                                                                         \
+  expand_uniform_##SUF##_##K(x, x_stride, n_rows, width, inv_h, shift, n_knots, coef, out,          \
+                             out_stride)
+#define CALL_GRAD(SUF, K)                                                                           \
+  expand_grad_uniform_##SUF##_##K(x, x_stride, n_rows, width, inv_h, shift, n_knots, coef, g,      \
+                                  g_stride, dx, dx_stride)
+
+/* The expanded input of a block of `width` input features: its width * nb basis lanes (nb per
+   feature), then its width activations (written by the caller). The packed weight matches it:
+   per output, the width * nb lanes of spline_weight * spline_scaler, then the width base weights.
+   So y = expanded @ packed^T is the layer (plus the bias). Matrices given as column blocks of
+   wider ones take the wider one's row stride; NULL marks an absent optional. */
+/* ---- the packed weight. The loops over one (output, feature)'s nb lanes only vectorise when nb
+   is a compile-time constant (2.6x faster at nb = 8, measured), so the bodies are always inlined
+   into a switch over the usual nb (grid_size + spline_order) with a generic case for the rest. */
+#define PRODUCTS 4096 /* lanes per chunk of the per-feature dot products */
+#define DEFINE_PACK(T, SUF)                                                                         \
+  static inline __attribute__((always_inline)) void pack_##SUF(                                     \
+      const T* sw, int64_t sw_stride, const T* sc, int64_t sc_stride, const T* bw,                  \
+      int64_t bw_stride, int64_t n_out, int64_t width, int64_t nb, T* packed) {                     \
+    for (int64_t o = 0; o < n_out; ++o) {                                                           \
+      const T* swo = sw + o * sw_stride;                                                            \
+      T* po = packed + o * width * (nb + 1);                                                        \
+      if (sc == NULL) {                                                                             \
+        memcpy(po, swo, sizeof(T) * (size_t)(width * nb));                                          \
+      } else {                                                                                      \
+        const T* sco = sc + o * sc_stride;                                                          \
+        for (int64_t i = 0; i < width; ++i)                                                         \
+          for (int64_t j = 0; j < nb; ++j) po[i * nb + j] = swo[i * nb + j] * sco[i];               \
+      }                                                                                             \
+      memcpy(po + width * nb, bw + o * bw_stride, sizeof(T) * (size_t)width);                       \
+    }                                                                                               \
+  }                                                                                                 \
+  static inline __attribute__((always_inline)) void pack_grads_##SUF(                               \
+      const T* d, const T* sw, int64_t sw_stride, const T* sc, int64_t sc_stride, int64_t n_out,    \
+      int64_t width, int64_t nb, T* dsw, int64_t dsw_stride, T* dsc, int64_t dsc_stride, T* dbw,    \
+      int64_t dbw_stride) {                                                                         \
+    T products[PRODUCTS];                                                                           \
+    const int64_t chunk = PRODUCTS / nb;                                                            \
+    for (int64_t o = 0; o < n_out; ++o) {                                                           \
+      const T* dox = d + o * width * (nb + 1);                                                      \
+      const T* swo = sw + o * sw_stride;                                                            \
+      if (dsw != NULL) {                                                                            \
+        T* dswo = dsw + o * dsw_stride;                                                             \
+        if (sc == NULL) {                                                                           \
+          memcpy(dswo, dox, sizeof(T) * (size_t)(width * nb));                                      \
+        } else {                                                                                    \
+          const T* sco = sc + o * sc_stride;                                                        \
+          for (int64_t i = 0; i < width; ++i)                                                       \
+            for (int64_t j = 0; j < nb; ++j) dswo[i * nb + j] = dox[i * nb + j] * sco[i];           \
+        }                                                                                           \
+      }                                                                                             \
+      if (dsc != NULL) { /* products in one flat loop, then short sums */                           \
+        T* dsco = dsc + o * dsc_stride;                                                             \
+        for (int64_t i0 = 0; i0 < width; i0 += chunk) {                                             \
+          const int64_t m = width - i0 < chunk ? width - i0 : chunk;                                \
+          const T* dc = dox + i0 * nb;                                                              \
+          const T* wc = swo + i0 * nb;                                                              \
+          for (int64_t q = 0; q < m * nb; ++q) products[q] = dc[q] * wc[q];                         \
+          for (int64_t q = 0; q < m; ++q) {                                                         \
+            T acc = (T)0;                                                                           \
+            for (int64_t j = 0; j < nb; ++j) acc += products[q * nb + j];                           \
+            dsco[i0 + q] = acc;                                                                     \
+          }                                                                                         \
+        }                                                                                           \
+      }                                                                                             \
+      if (dbw != NULL) memcpy(dbw + o * dbw_stride, dox + width * nb, sizeof(T) * (size_t)width);   \
+    }                                                                                               \
+  }
+
+#define NB_CASES(CALL)                                                                              \
+  switch (nb) {                                                                                     \
+    case 2: CALL(2); break;   case 3: CALL(3); break;   case 4: CALL(4); break;                     \
+    case 5: CALL(5); break;   case 6: CALL(6); break;   case 7: CALL(7); break;                     \
+    case 8: CALL(8); break;   case 9: CALL(9); break;   case 10: CALL(10); break;                   \
+    case 11: CALL(11); break; case 12: CALL(12); break; case 13: CALL(13); break;                   \
+    case 14: CALL(14); break; case 15: CALL(15); break; case 16: CALL(16); break;                   \
+    case 23: CALL(23); break; default: CALL(nb); break;                                             \
+  }
+
+#define DEFINE_ALL(T, SUF)                                                                          \
+  DEFINE_UNIFORM(T, SUF, 1)                                                                         \
+  DEFINE_UNIFORM(T, SUF, 2)                                                                         \
+  DEFINE_UNIFORM(T, SUF, 3)                                                                         \
+  DEFINE_UNIFORM(T, SUF, 4)                                                                         \
+  DEFINE_UNIFORM(T, SUF, 5)                                                                         \
+  DEFINE_GENERAL(T, SUF)                                                                            \
+  /* Returns 1 (nothing done) for an order without a uniform kernel: use the general one. */       \
+  int kan_expand_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,        \
+                               const T* inv_h, const T* shift, int64_t n_knots, int64_t k,         \
+                               const T* coef, T* out, int64_t out_stride) {                        \
+    DISPATCH_UNIFORM(SUF, CALL_EXPAND)                                                              \
+  }                                                                                                 \
+  /* dx += sum over each feature's basis lanes of g[lane] * dB_lane/dx (its act lane is left to    \
+     the caller). */                                                                                \
+  int kan_expand_grad_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,   \
+                                    const T* inv_h, const T* shift, int64_t n_knots, int64_t k,    \
+                                    const T* coef, const T* g, int64_t g_stride, T* dx,            \
+                                    int64_t dx_stride) {                                           \
+    DISPATCH_UNIFORM(SUF, CALL_GRAD)                                                                \
+  }                                                                                                 \
+  /* Return 1 (nothing done) above MAX_K. */                                                        \
+  int kan_expand_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,        \
+                               const T* knots, int64_t n_knots, int64_t k, T* out,                 \
+                               int64_t out_stride) {                                               \
+    if (k < 0 || k > MAX_K) return 1;                                                               \
+    expand_general_##SUF(x, x_stride, n_rows, width, knots, n_knots, k, out, out_stride);           \
+    return 0;                                                                                       \
+  }                                                                                                 \
+  int kan_expand_grad_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,   \
+                                    const T* knots, int64_t n_knots, int64_t k, const T* g,        \
+                                    int64_t g_stride, T* dx, int64_t dx_stride) {                  \
+    if (k < 0 || k > MAX_K) return 1;                                                               \
+    expand_grad_general_##SUF(x, x_stride, n_rows, width, knots, n_knots, k, g, g_stride, dx,       \
+                              dx_stride);                                                           \
+    return 0;                                                                                       \
+  } \
+  DEFINE_PACK(T, SUF)                                                                               \
+  /* packed (n_out x width * (nb + 1), contiguous) from spline_weight sw (n_out x width x nb),      \
+     its scaler sc (n_out x width, or NULL) and base_weight bw (n_out x width). */                  \
+  void kan_pack_##SUF(const T* sw, int64_t sw_stride, const T* sc, int64_t sc_stride, const T* bw, \
+                      int64_t bw_stride, int64_t n_out, int64_t width, int64_t nb, T* packed) {     \
+    NB_CASES(PACK_CALL_##SUF)                                                                       \
+  }                                                                                                 \
+  /* The packed weight's gradient d (as packed) split into the parameters' gradients:              \
+     dsw = d_spline * sc (d_spline where sc is NULL), dsc[o, i] = sum_j d_spline[o, i, j] *        \
+     sw[o, i, j], dbw = d's base lanes. Each output may be NULL (not wanted). */                    \
+  void kan_pack_grads_##SUF(const T* d, const T* sw, int64_t sw_stride, const T* sc,               \
+                            int64_t sc_stride, int64_t n_out, int64_t width, int64_t nb, T* dsw,   \
+                            int64_t dsw_stride, T* dsc, int64_t dsc_stride, T* dbw,                \
+                            int64_t dbw_stride) {                                                   \
+    NB_CASES(PACK_GRADS_CALL_##SUF)                                                                 \
+  }
+
+#define PACK_CALL_f32(NB) pack_f32(sw, sw_stride, sc, sc_stride, bw, bw_stride, n_out, width, NB, packed)
+#define PACK_CALL_f64(NB) pack_f64(sw, sw_stride, sc, sc_stride, bw, bw_stride, n_out, width, NB, packed)
+#define PACK_GRADS_CALL_f32(NB)                                                                     \
+  pack_grads_f32(d, sw, sw_stride, sc, sc_stride, n_out, width, NB, dsw, dsw_stride, dsc,          \
+                 dsc_stride, dbw, dbw_stride)
+#define PACK_GRADS_CALL_f64(NB)                                                                     \
+  pack_grads_f64(d, sw, sw_stride, sc, sc_stride, n_out, width, NB, dsw, dsw_stride, dsc,          \
+                 dsc_stride, dbw, dbw_stride)
+
+DEFINE_ALL(float, f32)
+DEFINE_ALL(double, f64)
