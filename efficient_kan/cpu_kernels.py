@@ -27,6 +27,7 @@ import sysconfig
 import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -62,8 +63,47 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _at(t: torch.Tensor | None, row: int) -> int | None:
+    """The address of ``t``'s row ``row`` (None for an absent optional)."""
+    if t is None:
+        return None
+    return t.data_ptr() if row == 0 else t.data_ptr() + row * t.stride(0) * t.element_size()
+
+
 def _stride(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.stride(0)
+
+
+# Rows are split over torch's intra-op thread count when a call has at least this many elements
+# per thread: below it, handing rows to a pool thread (about 20 us) costs more than it saves.
+_MIN_WORK_PER_THREAD = 1 << 18
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _row_ranges(n_rows: int, work: int) -> list[tuple[int, int]]:
+    parts = min(torch.get_num_threads(), n_rows, max(1, work // _MIN_WORK_PER_THREAD))
+    if parts <= 1:
+        return [(0, n_rows)]
+    step = -(-n_rows // parts)
+    return [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
+
+
+def _run_rows(fn, n_rows: int, work: int, args_for) -> list[int | None]:
+    """``fn(*args_for(r0, r1))`` over ranges of rows covering ``n_rows``, in parallel threads
+    when ``work`` (elements) is large. ctypes releases the GIL while C runs, so the ranges run
+    at once; each writes its own rows only."""
+    global _pool
+    ranges = _row_ranges(n_rows, work)
+    if len(ranges) == 1:
+        return [fn(*args_for(0, n_rows))]
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < len(ranges) - 1:
+            _pool = ThreadPoolExecutor(max_workers=len(ranges) - 1, thread_name_prefix="efficient_kan_cpu")
+        pool = _pool
+    futures = [pool.submit(fn, *args_for(r0, r1)) for r0, r1 in ranges[1:]]
+    first = fn(*args_for(*ranges[0]))
+    return [first, *(f.result() for f in futures)]
 
 
 class CpuKernels:
@@ -74,6 +114,7 @@ class CpuKernels:
     the callers in ``eager.py`` guarantee it. For a block of ``width`` features with ``nb`` bases
     each, a row of the expanded input is ``[bases (width * nb) | activations (width)]`` and a row
     of the packed weight ``[spline_weight * spline_scaler (width * nb) | base_weight (width)]``.
+    Large calls split their rows over ``torch.get_num_threads()`` threads.
     """
 
     def __init__(self, path: Path) -> None:
@@ -86,43 +127,50 @@ class CpuKernels:
                 fn.argtypes, fn.restype = argtypes, restype
                 self._fns[name, dtype] = fn
 
-    def _call(self, name: str, dtype: torch.dtype, *args: object) -> None:
-        if self._fns[name, dtype](*args):  # the callers check the order first
-            raise ValueError(f"{name}: spline order out of the kernels' range")
+    def _bases_call(self, op: str, x: torch.Tensor, knots: KnotInfo, work: int, rows_after) -> None:
+        """``kan_<op>_{uniform,general}`` over rows of ``x``; ``rows_after(r0)`` gives the
+        arguments after the knots' for rows from ``r0``."""
+        width = x.shape[1]
+        if knots.uniform:
+            fn = self._fns[f"kan_{op}_uniform", x.dtype]
+            grid_args = (_ptr(knots.inv_h), _ptr(knots.shift), knots.n_knots, knots.order, _ptr(knots.coef))
+        else:
+            fn = self._fns[f"kan_{op}_general", x.dtype]
+            grid_args = (_ptr(knots.knots), knots.n_knots, knots.order)
+
+        def args_for(r0: int, r1: int) -> tuple:
+            return (_at(x, r0), x.stride(0), r1 - r0, width, *grid_args, *rows_after(r0))
+
+        if any(_run_rows(fn, x.shape[0], work, args_for)):  # the callers check the order first
+            raise ValueError(f"kan_{op}: spline order {knots.order} out of the kernels' range")
 
     def expand(self, x: torch.Tensor, knots: KnotInfo, out: torch.Tensor) -> None:
         """``out`` ``(N, width * nb)``: each feature's ``nb`` bases at ``x`` (``(N, width)``)."""
-        n, width = x.shape
-        head = (x.data_ptr(), x.stride(0), n, width)
-        tail = (out.data_ptr(), out.stride(0))
-        if knots.uniform:
-            args = (_ptr(knots.inv_h), _ptr(knots.shift), knots.n_knots, knots.order, _ptr(knots.coef))
-            self._call("kan_expand_uniform", x.dtype, *head, *args, *tail)
-        else:
-            args = (_ptr(knots.knots), knots.n_knots, knots.order)
-            self._call("kan_expand_general", x.dtype, *head, *args, *tail)
+        self._bases_call("expand", x, knots, out.numel(), lambda r0: (_at(out, r0), out.stride(0)))
 
     def expand_grad(self, x: torch.Tensor, knots: KnotInfo, g: torch.Tensor, dx: torch.Tensor) -> None:
         """``dx += sum over lanes of g[:, lane] * dB_lane/dx`` for ``g`` ``(N, width * nb)`` laid
         out as :meth:`expand`'s output."""
-        n, width = x.shape
-        head = (x.data_ptr(), x.stride(0), n, width)
-        tail = (g.data_ptr(), g.stride(0), dx.data_ptr(), dx.stride(0))
-        if knots.uniform:
-            args = (_ptr(knots.inv_h), _ptr(knots.shift), knots.n_knots, knots.order, _ptr(knots.coef))
-            self._call("kan_expand_grad_uniform", x.dtype, *head, *args, *tail)
-        else:
-            args = (_ptr(knots.knots), knots.n_knots, knots.order)
-            self._call("kan_expand_grad_general", x.dtype, *head, *args, *tail)
+        self._bases_call(
+            "expand_grad",
+            x,
+            knots,
+            g.numel(),
+            lambda r0: (_at(g, r0), g.stride(0), _at(dx, r0), dx.stride(0)),
+        )
 
     def pack(self, sw: torch.Tensor, sc: torch.Tensor | None, bw: torch.Tensor, out: torch.Tensor) -> None:
         """``out`` ``(O, width * (nb + 1))``, contiguous: per output, ``sw * sc[..., None]`` (``sw``
         where ``sc`` is None) then ``bw``; ``sw`` is ``(O, width, nb)``."""
         n_out, width, nb = sw.shape
-        self._fns["kan_pack", sw.dtype](
-            sw.data_ptr(), sw.stride(0), _ptr(sc), _stride(sc), bw.data_ptr(), bw.stride(0),
-            n_out, width, nb, out.data_ptr(),
-        )  # fmt: skip
+
+        def args_for(r0: int, r1: int) -> tuple:
+            return (
+                _at(sw, r0), sw.stride(0), _at(sc, r0), _stride(sc), _at(bw, r0), bw.stride(0),
+                r1 - r0, width, nb, _at(out, r0),
+            )  # fmt: skip
+
+        _run_rows(self._fns["kan_pack", sw.dtype], n_out, out.numel(), args_for)
 
     def pack_grads(
         self,
@@ -136,10 +184,14 @@ class CpuKernels:
         """The gradients of ``sw``, ``sc`` and ``bw`` from ``d``, the packed weight's (contiguous,
         as :meth:`pack` lays it out); an output that is None is not computed."""
         n_out, width, nb = sw.shape
-        self._fns["kan_pack_grads", sw.dtype](
-            d.data_ptr(), sw.data_ptr(), sw.stride(0), _ptr(sc), _stride(sc), n_out, width, nb,
-            _ptr(dsw), _stride(dsw), _ptr(dsc), _stride(dsc), _ptr(dbw), _stride(dbw),
-        )  # fmt: skip
+
+        def args_for(r0: int, r1: int) -> tuple:
+            return (
+                _at(d, r0), _at(sw, r0), sw.stride(0), _at(sc, r0), _stride(sc), r1 - r0, width, nb,
+                _at(dsw, r0), _stride(dsw), _at(dsc, r0), _stride(dsc), _at(dbw, r0), _stride(dbw),
+            )  # fmt: skip
+
+        _run_rows(self._fns["kan_pack_grads", sw.dtype], n_out, d.numel(), args_for)
 
 
 class KnotInfo:
