@@ -7,7 +7,8 @@ Providers, all float32, each layer's input needing a gradient in forward+backwar
 network), timed interleaved (one call of each provider per round; the median over rounds), so that
 their ratios come from the same minutes of a shared machine:
 
-- ``ours``: ``KANLinear`` on the PyTorch path (its eager fast case, efficient_kan/eager.py);
+- ``ours``: ``KANLinear`` on the PyTorch path (its eager fast case, efficient_kan/eager.py, with
+  its C kernels, efficient_kan/cpu_kernels.c; the header says whether they were built);
 - ``reference``: the same layer through ``kan_linear_reference`` (the general, transform-ready
   path; what the CPU ran before the fast case);
 - ``cox-de-boor``: the dense textbook recursion over every basis, autograd through it;
@@ -39,7 +40,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _output  # noqa: E402
 
-from efficient_kan import KAN, KANLinear  # noqa: E402
+from efficient_kan import KAN, KANLinear, cpu_kernels  # noqa: E402
 from efficient_kan.bench import Record, environment, time_interleaved, write_records  # noqa: E402
 from efficient_kan.reference import kan_linear_reference  # noqa: E402
 
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> Path:
         "- float32, spline_order 3; milliseconds per call, median over interleaved rounds "
         "(`efficient_kan.bench.time_interleaved`); 1 thread: thread CPU time, more: wall time.",
         "- `floor`: `nn.Linear(in * (grid + 4), out, bias=False)` on an already-expanded input.",
+        f"- The CPU path's C kernels: {cpu_kernels.status()}.",
     ]
     stem = "cpu_layer_" + "".join(c if c.isalnum() else "-" for c in _cpu_name().lower()).strip("-")[:40]
     paths = write_records(

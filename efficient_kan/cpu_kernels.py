@@ -77,7 +77,7 @@ def _stride(t: torch.Tensor | None) -> int:
 # Rows are split over torch's intra-op thread count when a call has at least this many elements
 # per thread: below it, handing rows to a pool thread (about 20 us) costs more than it saves.
 _MIN_WORK_PER_THREAD = 1 << 18
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[ThreadPoolExecutor, int] | None = None  # (pool, the pid that made it)
 _pool_lock = threading.Lock()
 
 
@@ -98,9 +98,11 @@ def _run_rows(fn, n_rows: int, work: int, args_for) -> list[int | None]:
     if len(ranges) == 1:
         return [fn(*args_for(0, n_rows))]
     with _pool_lock:
-        if _pool is None or _pool._max_workers < len(ranges) - 1:
-            _pool = ThreadPoolExecutor(max_workers=len(ranges) - 1, thread_name_prefix="efficient_kan_cpu")
-        pool = _pool
+        # A forked child inherits the pool object but not its threads: it makes its own.
+        if _pool is None or _pool[1] != os.getpid() or _pool[0]._max_workers < len(ranges) - 1:
+            workers = ThreadPoolExecutor(max_workers=len(ranges) - 1, thread_name_prefix="efficient_kan_cpu")
+            _pool = (workers, os.getpid())
+        pool = _pool[0]
     futures = [pool.submit(fn, *args_for(r0, r1)) for r0, r1 in ranges[1:]]
     first = fn(*args_for(*ranges[0]))
     return [first, *(f.result() for f in futures)]

@@ -197,3 +197,37 @@ def test_settings_refuse_an_unknown_mode(monkeypatch):
         Settings.from_env()
     monkeypatch.setenv("EFFICIENT_KAN_CPU_KERNELS", "off")
     assert Settings.from_env().cpu_kernels == "off"
+
+
+def _forked_child_result(conn, x, grid) -> None:
+    out = torch.empty(x.shape[0], x.shape[1] * 8, dtype=x.dtype)
+    KERNELS.expand(x, _knot_info(KERNELS, grid, 3, x.dtype), out)
+    conn.send(out.tolist())  # (no torch reduction: torch's own ops may hang in a forked child)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_split_rows_in_threads_and_after_fork(monkeypatch):
+    """Rows split over threads give the one-thread result; a forked child (which inherits the
+    pool object but not its threads) does not hang."""
+    import multiprocessing
+
+    monkeypatch.setattr(cpu_kernels, "_MIN_WORK_PER_THREAD", 1)
+    torch.set_num_threads(2)
+    x = torch.rand(64, 512, dtype=torch.float64)
+    grid = uniform_grid(512, 5, 3, dtype=torch.float64)
+    knots = _knot_info(KERNELS, grid, 3, torch.float64)
+    split = torch.empty(64, 512 * 8, dtype=torch.float64)
+    KERNELS.expand(x, knots, split)
+    assert len(cpu_kernels._row_ranges(64, split.numel())) == 2
+    monkeypatch.setattr(cpu_kernels, "_MIN_WORK_PER_THREAD", 1 << 40)
+    whole = torch.empty_like(split)
+    KERNELS.expand(x, knots, whole)
+    assert torch.equal(split, whole)
+    monkeypatch.setattr(cpu_kernels, "_MIN_WORK_PER_THREAD", 1)
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_forked_child_result, args=(child, x, grid))
+    proc.start()
+    assert parent.poll(30), f"the forked child hung or failed (exit code {proc.exitcode})"
+    assert torch.equal(torch.tensor(parent.recv(), dtype=x.dtype), whole)
+    proc.join(10)
