@@ -25,36 +25,42 @@
    (NaN to 0); s = floor(u); lanes s - 1 - K + r, r = 0..K; t = u - s. K is a compile-time
    constant so that the loop over a chunk of features vectorises. */
 #define DEFINE_UNIFORM(T, SUF, K)                                                                   \
+  /* For the m <= CHUNK features of a chunk: span[q] and, per lane r, the polynomial c[r] of degree \
+     deg (coefficients from t^0 up) at t[q]. Always inlined with a constant deg, so it vectorises. */ \
+  static inline __attribute__((always_inline)) void chunk_##SUF##_##K(                              \
+      const T* x, const T* inv_h, const T* shift, T top, int64_t m, int deg, T c[K + 1][K + 1],    \
+      int32_t* span, T vals[K + 1][CHUNK]) {                                                        \
+    for (int64_t q = 0; q < m; ++q) {                                                               \
+      T u = shift[q] + x[q] * inv_h[q];                                                             \
+      u = u >= (T)0 ? u : (T)0;                                                                     \
+      u = u <= top ? u : top;                                                                       \
+      const int32_t s = (int32_t)u;                                                                 \
+      const T t = u - (T)s;                                                                         \
+      span[q] = s;                                                                                  \
+      for (int r = 0; r <= K; ++r) {                                                                \
+        T v = c[r][deg];                                                                            \
+        for (int p = deg - 1; p >= 0; --p) v = v * t + c[r][p];                                     \
+        vals[r][q] = v;                                                                             \
+      }                                                                                             \
+    }                                                                                               \
+  }                                                                                                 \
   static void expand_uniform_##SUF##_##K(const T* x, int64_t x_stride, int64_t n_rows,             \
                                          int64_t width, const T* inv_h, const T* shift,            \
                                          int64_t n_knots, const T* coef, T* out,                   \
                                          int64_t out_stride) {                                     \
     const int64_t nb = n_knots - 1 - K;                                                             \
-    const T top = (T)n_knots;                                                                       \
     T c[K + 1][K + 1];                                                                              \
     for (int r = 0; r <= K; ++r)                                                                    \
       for (int p = 0; p <= K; ++p) c[r][p] = coef[r * (K + 1) + p];                                 \
     for (int64_t n = 0; n < n_rows; ++n) {                                                          \
-      const T* xr = x + n * x_stride;                                                               \
       T* row = out + n * out_stride;                                                                \
       memset(row, 0, sizeof(T) * (size_t)(width * nb));                                             \
       for (int64_t i0 = 0; i0 < width; i0 += CHUNK) {                                               \
         const int64_t m = width - i0 < CHUNK ? width - i0 : CHUNK;                                  \
         int32_t span[CHUNK];                                                                        \
         T vals[K + 1][CHUNK];                                                                       \
-        for (int64_t q = 0; q < m; ++q) {                                                           \
-          T u = shift[i0 + q] + xr[i0 + q] * inv_h[i0 + q];                                         \
-          u = u >= (T)0 ? u : (T)0;                                                                 \
-          u = u <= top ? u : top;                                                                   \
-          const int32_t s = (int32_t)u;                                                             \
-          const T t = u - (T)s;                                                                     \
-          span[q] = s;                                                                              \
-          for (int r = 0; r <= K; ++r) {                                                            \
-            T v = c[r][K];                                                                          \
-            for (int p = K - 1; p >= 0; --p) v = v * t + c[r][p];                                   \
-            vals[r][q] = v;                                                                         \
-          }                                                                                         \
-        }                                                                                           \
+        chunk_##SUF##_##K(x + n * x_stride + i0, inv_h + i0, shift + i0, (T)n_knots, m, K, c, span, \
+                          vals);                                                                    \
         for (int64_t q = 0; q < m; ++q) {                                                           \
           T* b = row + (i0 + q) * nb;                                                               \
           const int64_t first = (int64_t)span[q] - 1 - K;                                           \
@@ -71,33 +77,20 @@
                                               int64_t n_knots, const T* coef, const T* g,          \
                                               int64_t g_stride, T* dx, int64_t dx_stride) {        \
     const int64_t nb = n_knots - 1 - K;                                                             \
-    const T top = (T)n_knots;                                                                       \
     T d[K + 1][K + 1]; /* d[r][p]: coefficient of t^p in d(value r)/dt */                          \
     for (int r = 0; r <= K; ++r) {                                                                  \
       for (int p = 0; p < K; ++p) d[r][p] = (T)(p + 1) * coef[r * (K + 1) + p + 1];                 \
       d[r][K] = (T)0;                                                                               \
     }                                                                                               \
     for (int64_t n = 0; n < n_rows; ++n) {                                                          \
-      const T* xr = x + n * x_stride;                                                               \
       const T* gr = g + n * g_stride;                                                               \
       T* dxr = dx + n * dx_stride;                                                                  \
       for (int64_t i0 = 0; i0 < width; i0 += CHUNK) {                                               \
         const int64_t m = width - i0 < CHUNK ? width - i0 : CHUNK;                                  \
         int32_t span[CHUNK];                                                                        \
-        T ders[K + 1][CHUNK];                                                                       \
-        for (int64_t q = 0; q < m; ++q) {                                                           \
-          T u = shift[i0 + q] + xr[i0 + q] * inv_h[i0 + q];                                         \
-          u = u >= (T)0 ? u : (T)0;                                                                 \
-          u = u <= top ? u : top;                                                                   \
-          const int32_t s = (int32_t)u;                                                             \
-          const T t = u - (T)s;                                                                     \
-          span[q] = s;                                                                              \
-          for (int r = 0; r <= K; ++r) {                                                            \
-            T v = d[r][K - 1];                                                                      \
-            for (int p = K - 2; p >= 0; --p) v = v * t + d[r][p];                                   \
-            ders[r][q] = v * inv_h[i0 + q];                                                         \
-          }                                                                                         \
-        }                                                                                           \
+        T ders[K + 1][CHUNK]; /* d/dt; d/dx is that times 1/h */                                   \
+        chunk_##SUF##_##K(x + n * x_stride + i0, inv_h + i0, shift + i0, (T)n_knots, m, K - 1, d,   \
+                          span, ders);                                                              \
         for (int64_t q = 0; q < m; ++q) {                                                           \
           const T* gl = gr + (i0 + q) * nb;                                                         \
           const int64_t first = (int64_t)span[q] - 1 - K;                                           \
@@ -106,7 +99,7 @@
             const int64_t j = first + r;                                                            \
             if (j >= 0 && j < nb) acc += gl[j] * ders[r][q];                                        \
           }                                                                                         \
-          dxr[i0 + q] += acc;                                                                       \
+          dxr[i0 + q] += acc * inv_h[i0 + q];                                                       \
         }                                                                                           \
       }                                                                                             \
     }                                                                                               \
@@ -150,11 +143,11 @@
                                    const T* knots, int64_t n_knots, int64_t k, T* out,             \
                                    int64_t out_stride) {                                           \
     const int64_t nb = n_knots - 1 - k;                                                             \
-    T vals[MAX_K + 1], lower[MAX_K + 1];                                                            \
     for (int64_t n = 0; n < n_rows; ++n) {                                                          \
       T* row = out + n * out_stride;                                                                \
       memset(row, 0, sizeof(T) * (size_t)(width * nb));                                             \
       for (int64_t i = 0; i < width; ++i) {                                                         \
+        T vals[MAX_K + 1], lower[MAX_K + 1];                                                        \
         const int64_t s = de_boor_##SUF(knots + i * n_knots, n_knots, k, x[n * x_stride + i], vals, lower); \
         if (s < 0) continue;                                                                        \
         for (int64_t r = 0; r <= k; ++r) {                                                          \
@@ -170,11 +163,11 @@
                                         int64_t width, const T* knots, int64_t n_knots, int64_t k, \
                                         const T* g, int64_t g_stride, T* dx, int64_t dx_stride) {  \
     const int64_t nb = n_knots - 1 - k;                                                             \
-    T vals[MAX_K + 1], lower[MAX_K + 1];                                                            \
     if (k == 0) return; /* piecewise constant: derivative 0 */                                      \
     for (int64_t n = 0; n < n_rows; ++n) {                                                          \
       for (int64_t i = 0; i < width; ++i) {                                                         \
         const T* t = knots + i * n_knots;                                                           \
+        T vals[MAX_K + 1], lower[MAX_K + 1];                                                        \
         const int64_t s = de_boor_##SUF(t, n_knots, k, x[n * x_stride + i], vals, lower);           \
         if (s < 0) continue;                                                                        \
         const T* gl = g + n * g_stride + i * nb;                                                    \
@@ -192,22 +185,27 @@
     }                                                                                               \
   }
 
-#define DISPATCH_UNIFORM(SUF, CALL)                                                                 \
-  switch (k) {                                                                                      \
-    case 1: CALL(SUF, 1); return 0;                                                                 \
-    case 2: CALL(SUF, 2); return 0;                                                                 \
-    case 3: CALL(SUF, 3); return 0;                                                                 \
-    case 4: CALL(SUF, 4); return 0;                                                                 \
-    case 5: CALL(SUF, 5); return 0;                                                                 \
-    default: return 1;                                                                              \
+/* Rows [r0, r1) of one part, the parts split over `threads` OpenMP threads (torch's runtime,
+   see cpu_kernels.py). The specialised bodies are chosen inside the loop, so that their constants
+   reach the code the compiler outlines for the threads. */
+#define PARALLEL_ROWS(N_ROWS, BODY)                                                                 \
+  if (threads < 1) threads = 1;                                                                     \
+  _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                \
+  for (int64_t part = 0; part < threads; ++part) {                                                  \
+    const int64_t r0 = (N_ROWS) * part / threads, r1 = (N_ROWS) * (part + 1) / threads;            \
+    if (r1 > r0) {                                                                                  \
+      BODY                                                                                          \
+    }                                                                                               \
   }
 
-#define CALL_EXPAND(SUF, K)                                                                         \
-  expand_uniform_##SUF##_##K(x, x_stride, n_rows, width, inv_h, shift, n_knots, coef, out,          \
-                             out_stride)
-#define CALL_GRAD(SUF, K)                                                                           \
-  expand_grad_uniform_##SUF##_##K(x, x_stride, n_rows, width, inv_h, shift, n_knots, coef, g,      \
-                                  g_stride, dx, dx_stride)
+#define K_CASES(SUF, CALL)                                                                               \
+  switch (k) {                                                                                      \
+    case 1: CALL(SUF, 1); break;                                                                         \
+    case 2: CALL(SUF, 2); break;                                                                         \
+    case 3: CALL(SUF, 3); break;                                                                         \
+    case 4: CALL(SUF, 4); break;                                                                         \
+    case 5: CALL(SUF, 5); break;                                                                         \
+  }
 
 /* The expanded input of a block of `width` input features: its width * nb basis lanes (nb per
    feature), then its width activations (written by the caller). The packed weight matches it:
@@ -239,7 +237,6 @@
       const T* d, const T* sw, int64_t sw_stride, const T* sc, int64_t sc_stride, int64_t n_out,    \
       int64_t width, int64_t nb, T* dsw, int64_t dsw_stride, T* dsc, int64_t dsc_stride, T* dbw,    \
       int64_t dbw_stride) {                                                                         \
-    T products[PRODUCTS];                                                                           \
     const int64_t chunk = PRODUCTS / nb;                                                            \
     for (int64_t o = 0; o < n_out; ++o) {                                                           \
       const T* dox = d + o * width * (nb + 1);                                                      \
@@ -255,6 +252,7 @@
         }                                                                                           \
       }                                                                                             \
       if (dsc != NULL) { /* products in one flat loop, then short sums */                           \
+        T products[PRODUCTS];                                                                       \
         T* dsco = dsc + o * dsc_stride;                                                             \
         for (int64_t i0 = 0; i0 < width; i0 += chunk) {                                             \
           const int64_t m = width - i0 < chunk ? width - i0 : chunk;                                \
@@ -272,14 +270,14 @@
     }                                                                                               \
   }
 
-#define NB_CASES(CALL)                                                                              \
+#define NB_CASES(SUF, CALL)                                                                              \
   switch (nb) {                                                                                     \
-    case 2: CALL(2); break;   case 3: CALL(3); break;   case 4: CALL(4); break;                     \
-    case 5: CALL(5); break;   case 6: CALL(6); break;   case 7: CALL(7); break;                     \
-    case 8: CALL(8); break;   case 9: CALL(9); break;   case 10: CALL(10); break;                   \
-    case 11: CALL(11); break; case 12: CALL(12); break; case 13: CALL(13); break;                   \
-    case 14: CALL(14); break; case 15: CALL(15); break; case 16: CALL(16); break;                   \
-    case 23: CALL(23); break; default: CALL(nb); break;                                             \
+    case 2: CALL(SUF, 2); break;   case 3: CALL(SUF, 3); break;   case 4: CALL(SUF, 4); break;                     \
+    case 5: CALL(SUF, 5); break;   case 6: CALL(SUF, 6); break;   case 7: CALL(SUF, 7); break;                     \
+    case 8: CALL(SUF, 8); break;   case 9: CALL(SUF, 9); break;   case 10: CALL(SUF, 10); break;                   \
+    case 11: CALL(SUF, 11); break; case 12: CALL(SUF, 12); break; case 13: CALL(SUF, 13); break;                   \
+    case 14: CALL(SUF, 14); break; case 15: CALL(SUF, 15); break; case 16: CALL(SUF, 16); break;                   \
+    case 23: CALL(SUF, 23); break; default: CALL(SUF, nb); break;                                             \
   }
 
 #define DEFINE_ALL(T, SUF)                                                                          \
@@ -292,39 +290,45 @@
   /* Returns 1 (nothing done) for an order without a uniform kernel: use the general one. */       \
   int kan_expand_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,        \
                                const T* inv_h, const T* shift, int64_t n_knots, int64_t k,         \
-                               const T* coef, T* out, int64_t out_stride) {                        \
-    DISPATCH_UNIFORM(SUF, CALL_EXPAND)                                                              \
+                               const T* coef, T* out, int64_t out_stride, int64_t threads) {       \
+    if (k < 1 || k > 5) return 1;                                                                   \
+    PARALLEL_ROWS(n_rows, K_CASES(SUF, EXPAND))                                                    \
+    return 0;                                                                                       \
   }                                                                                                 \
-  /* dx += sum over each feature's basis lanes of g[lane] * dB_lane/dx (its act lane is left to    \
-     the caller). */                                                                                \
+  /* dx += sum over each feature's basis lanes of g[lane] * dB_lane/dx. */                          \
   int kan_expand_grad_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,   \
                                     const T* inv_h, const T* shift, int64_t n_knots, int64_t k,    \
                                     const T* coef, const T* g, int64_t g_stride, T* dx,            \
-                                    int64_t dx_stride) {                                           \
-    DISPATCH_UNIFORM(SUF, CALL_GRAD)                                                                \
+                                    int64_t dx_stride, int64_t threads) {                          \
+    if (k < 1 || k > 5) return 1;                                                                   \
+    PARALLEL_ROWS(n_rows, K_CASES(SUF, GRAD))                                                      \
+    return 0;                                                                                       \
   }                                                                                                 \
   /* Return 1 (nothing done) above MAX_K. */                                                        \
   int kan_expand_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,        \
                                const T* knots, int64_t n_knots, int64_t k, T* out,                 \
-                               int64_t out_stride) {                                               \
+                               int64_t out_stride, int64_t threads) {                              \
     if (k < 0 || k > MAX_K) return 1;                                                               \
-    expand_general_##SUF(x, x_stride, n_rows, width, knots, n_knots, k, out, out_stride);           \
+    PARALLEL_ROWS(n_rows, expand_general_##SUF(x + r0 * x_stride, x_stride, r1 - r0, width, knots, \
+                                               n_knots, k, out + r0 * out_stride, out_stride);)    \
     return 0;                                                                                       \
   }                                                                                                 \
   int kan_expand_grad_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,   \
                                     const T* knots, int64_t n_knots, int64_t k, const T* g,        \
-                                    int64_t g_stride, T* dx, int64_t dx_stride) {                  \
+                                    int64_t g_stride, T* dx, int64_t dx_stride, int64_t threads) { \
     if (k < 0 || k > MAX_K) return 1;                                                               \
-    expand_grad_general_##SUF(x, x_stride, n_rows, width, knots, n_knots, k, g, g_stride, dx,       \
-                              dx_stride);                                                           \
+    PARALLEL_ROWS(n_rows, expand_grad_general_##SUF(x + r0 * x_stride, x_stride, r1 - r0, width,   \
+                                                    knots, n_knots, k, g + r0 * g_stride, g_stride, \
+                                                    dx + r0 * dx_stride, dx_stride);)              \
     return 0;                                                                                       \
-  } \
+  }                                                                                                 \
   DEFINE_PACK(T, SUF)                                                                               \
   /* packed (n_out x width * (nb + 1), contiguous) from spline_weight sw (n_out x width x nb),      \
      its scaler sc (n_out x width, or NULL) and base_weight bw (n_out x width). */                  \
   void kan_pack_##SUF(const T* sw, int64_t sw_stride, const T* sc, int64_t sc_stride, const T* bw, \
-                      int64_t bw_stride, int64_t n_out, int64_t width, int64_t nb, T* packed) {     \
-    NB_CASES(PACK_CALL_##SUF)                                                                       \
+                      int64_t bw_stride, int64_t n_out, int64_t width, int64_t nb, T* packed,       \
+                      int64_t threads) {                                                            \
+    PARALLEL_ROWS(n_out, NB_CASES(SUF, PACK))                                                      \
   }                                                                                                 \
   /* The packed weight's gradient d (as packed) split into the parameters' gradients:              \
      dsw = d_spline * sc (d_spline where sc is NULL), dsc[o, i] = sum_j d_spline[o, i, j] *        \
@@ -332,18 +336,26 @@
   void kan_pack_grads_##SUF(const T* d, const T* sw, int64_t sw_stride, const T* sc,               \
                             int64_t sc_stride, int64_t n_out, int64_t width, int64_t nb, T* dsw,   \
                             int64_t dsw_stride, T* dsc, int64_t dsc_stride, T* dbw,                \
-                            int64_t dbw_stride) {                                                   \
-    NB_CASES(PACK_GRADS_CALL_##SUF)                                                                 \
+                            int64_t dbw_stride, int64_t threads) {                                  \
+    PARALLEL_ROWS(n_out, NB_CASES(SUF, PACK_GRADS))                                                \
   }
 
-#define PACK_CALL_f32(NB) pack_f32(sw, sw_stride, sc, sc_stride, bw, bw_stride, n_out, width, NB, packed)
-#define PACK_CALL_f64(NB) pack_f64(sw, sw_stride, sc, sc_stride, bw, bw_stride, n_out, width, NB, packed)
-#define PACK_GRADS_CALL_f32(NB)                                                                     \
-  pack_grads_f32(d, sw, sw_stride, sc, sc_stride, n_out, width, NB, dsw, dsw_stride, dsc,          \
-                 dsc_stride, dbw, dbw_stride)
-#define PACK_GRADS_CALL_f64(NB)                                                                     \
-  pack_grads_f64(d, sw, sw_stride, sc, sc_stride, n_out, width, NB, dsw, dsw_stride, dsc,          \
-                 dsc_stride, dbw, dbw_stride)
+#define EXPAND(SUF, K)                                                                              \
+  expand_uniform_##SUF##_##K(x + r0 * x_stride, x_stride, r1 - r0, width, inv_h, shift, n_knots,   \
+                             coef, out + r0 * out_stride, out_stride)
+#define GRAD(SUF, K)                                                                                \
+  expand_grad_uniform_##SUF##_##K(x + r0 * x_stride, x_stride, r1 - r0, width, inv_h, shift,       \
+                                  n_knots, coef, g + r0 * g_stride, g_stride, dx + r0 * dx_stride, \
+                                  dx_stride)
+#define PACK(SUF, NB)                                                                               \
+  pack_##SUF(sw + r0 * sw_stride, sw_stride, sc == NULL ? NULL : sc + r0 * sc_stride, sc_stride,   \
+             bw + r0 * bw_stride, bw_stride, r1 - r0, width, NB, packed + r0 * width * (nb + 1))
+#define PACK_GRADS(SUF, NB)                                                                         \
+  pack_grads_##SUF(d + r0 * width * (nb + 1), sw + r0 * sw_stride, sw_stride,                      \
+                   sc == NULL ? NULL : sc + r0 * sc_stride, sc_stride, r1 - r0, width, NB,         \
+                   dsw == NULL ? NULL : dsw + r0 * dsw_stride, dsw_stride,                         \
+                   dsc == NULL ? NULL : dsc + r0 * dsc_stride, dsc_stride,                         \
+                   dbw == NULL ? NULL : dbw + r0 * dbw_stride, dbw_stride)
 
 DEFINE_ALL(float, f32)
 DEFINE_ALL(double, f64)

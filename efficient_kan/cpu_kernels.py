@@ -5,10 +5,12 @@ backward, the spline weight times its scaler and that product's gradients) runs 
 small PyTorch ops otherwise, which at MNIST-sized layers cost several times the matrix products.
 In C each is one pass over its data.
 
-Built with the system C compiler (``$CC``, else ``cc``; ``-O3 -march=native``) on the first eager
-CPU call, in about a second, into a cache directory (``$EFFICIENT_KAN_CACHE_DIR``, else
+Built with the system C compiler (``$CC``, else ``cc``; ``-O3 -march=native -fopenmp``) on the
+first eager CPU call, in about 3 seconds, into a cache directory (``$EFFICIENT_KAN_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/efficient_kan`` or ``~/.cache/efficient_kan``) keyed by the source, compiler and
-CPU, so later processes load it at once. Triton and ``torch.compile`` need the same compiler.
+CPU, so later processes load it at once. Triton and ``torch.compile`` need the same compiler. Its
+OpenMP loops run in torch's own intra-op threads: the library's ``libgomp.so.1`` resolves to the
+one torch has loaded.
 ``settings().cpu_kernels`` decides: ``"auto"`` uses them when they build (else the PyTorch
 reference path, same function, slower, with one warning saying why), ``"on"`` raises if they do
 not build, ``"off"`` never builds them.
@@ -27,7 +29,6 @@ import sysconfig
 import tempfile
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -49,12 +50,12 @@ class CpuKernelsUnavailable(RuntimeError):
 
 _P, _L = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {
-    "kan_expand_uniform": ([_P, _L, _L, _L, _P, _P, _L, _L, _P, _P, _L], ctypes.c_int),
-    "kan_expand_grad_uniform": ([_P, _L, _L, _L, _P, _P, _L, _L, _P, _P, _L, _P, _L], ctypes.c_int),
-    "kan_expand_general": ([_P, _L, _L, _L, _P, _L, _L, _P, _L], ctypes.c_int),
-    "kan_expand_grad_general": ([_P, _L, _L, _L, _P, _L, _L, _P, _L, _P, _L], ctypes.c_int),
-    "kan_pack": ([_P, _L, _P, _L, _P, _L, _L, _L, _L, _P], None),
-    "kan_pack_grads": ([_P, _P, _L, _P, _L, _L, _L, _L, _P, _L, _P, _L, _P, _L], None),
+    "kan_expand_uniform": ([_P, _L, _L, _L, _P, _P, _L, _L, _P, _P, _L, _L], ctypes.c_int),
+    "kan_expand_grad_uniform": ([_P, _L, _L, _L, _P, _P, _L, _L, _P, _P, _L, _P, _L, _L], ctypes.c_int),
+    "kan_expand_general": ([_P, _L, _L, _L, _P, _L, _L, _P, _L, _L], ctypes.c_int),
+    "kan_expand_grad_general": ([_P, _L, _L, _L, _P, _L, _L, _P, _L, _P, _L, _L], ctypes.c_int),
+    "kan_pack": ([_P, _L, _P, _L, _P, _L, _L, _L, _L, _P, _L], None),
+    "kan_pack_grads": ([_P, _P, _L, _P, _L, _L, _L, _L, _P, _L, _P, _L, _P, _L, _L], None),
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -63,49 +64,17 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _at(t: torch.Tensor | None, row: int) -> int | None:
-    """The address of ``t``'s row ``row`` (None for an absent optional)."""
-    if t is None:
-        return None
-    return t.data_ptr() if row == 0 else t.data_ptr() + row * t.stride(0) * t.element_size()
-
-
 def _stride(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.stride(0)
 
 
-# Rows are split over torch's intra-op thread count when a call has at least this many elements
-# per thread: below it, handing rows to a pool thread (about 20 us) costs more than it saves.
-_MIN_WORK_PER_THREAD = 1 << 18
-_pool: tuple[ThreadPoolExecutor, int] | None = None  # (pool, the pid that made it)
-_pool_lock = threading.Lock()
+# A call runs its rows in torch's intra-op threads (the same OpenMP runtime: the library links the
+# libgomp torch has loaded) when it has at least this many elements; below, one thread.
+_MIN_PARALLEL_WORK = 1 << 15
 
 
-def _row_ranges(n_rows: int, work: int) -> list[tuple[int, int]]:
-    parts = min(torch.get_num_threads(), n_rows, max(1, work // _MIN_WORK_PER_THREAD))
-    if parts <= 1:
-        return [(0, n_rows)]
-    step = -(-n_rows // parts)
-    return [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
-
-
-def _run_rows(fn, n_rows: int, work: int, args_for) -> list[int | None]:
-    """``fn(*args_for(r0, r1))`` over ranges of rows covering ``n_rows``, in parallel threads
-    when ``work`` (elements) is large. ctypes releases the GIL while C runs, so the ranges run
-    at once; each writes its own rows only."""
-    global _pool
-    ranges = _row_ranges(n_rows, work)
-    if len(ranges) == 1:
-        return [fn(*args_for(0, n_rows))]
-    with _pool_lock:
-        # A forked child inherits the pool object but not its threads: it makes its own.
-        if _pool is None or _pool[1] != os.getpid() or _pool[0]._max_workers < len(ranges) - 1:
-            workers = ThreadPoolExecutor(max_workers=len(ranges) - 1, thread_name_prefix="efficient_kan_cpu")
-            _pool = (workers, os.getpid())
-        pool = _pool[0]
-    futures = [pool.submit(fn, *args_for(r0, r1)) for r0, r1 in ranges[1:]]
-    first = fn(*args_for(*ranges[0]))
-    return [first, *(f.result() for f in futures)]
+def _threads(work: int) -> int:
+    return torch.get_num_threads() if work >= _MIN_PARALLEL_WORK else 1
 
 
 class CpuKernels:
@@ -116,7 +85,7 @@ class CpuKernels:
     the callers in ``eager.py`` guarantee it. For a block of ``width`` features with ``nb`` bases
     each, a row of the expanded input is ``[bases (width * nb) | activations (width)]`` and a row
     of the packed weight ``[spline_weight * spline_scaler (width * nb) | base_weight (width)]``.
-    Large calls split their rows over ``torch.get_num_threads()`` threads.
+    Large calls run their rows in ``torch.get_num_threads()`` threads.
     """
 
     def __init__(self, path: Path) -> None:
@@ -129,50 +98,36 @@ class CpuKernels:
                 fn.argtypes, fn.restype = argtypes, restype
                 self._fns[name, dtype] = fn
 
-    def _bases_call(self, op: str, x: torch.Tensor, knots: KnotInfo, work: int, rows_after) -> None:
-        """``kan_<op>_{uniform,general}`` over rows of ``x``; ``rows_after(r0)`` gives the
-        arguments after the knots' for rows from ``r0``."""
-        width = x.shape[1]
+    def _bases_call(self, op: str, x: torch.Tensor, knots: KnotInfo, work: int, *tail: object) -> None:
+        """``kan_<op>_{uniform,general}`` on ``x``, with ``tail`` the arguments after the knots'."""
         if knots.uniform:
             fn = self._fns[f"kan_{op}_uniform", x.dtype]
             grid_args = (_ptr(knots.inv_h), _ptr(knots.shift), knots.n_knots, knots.order, _ptr(knots.coef))
         else:
             fn = self._fns[f"kan_{op}_general", x.dtype]
             grid_args = (_ptr(knots.knots), knots.n_knots, knots.order)
-
-        def args_for(r0: int, r1: int) -> tuple:
-            return (_at(x, r0), x.stride(0), r1 - r0, width, *grid_args, *rows_after(r0))
-
-        if any(_run_rows(fn, x.shape[0], work, args_for)):  # the callers check the order first
+        if fn(x.data_ptr(), x.stride(0), *x.shape, *grid_args, *tail, _threads(work)):
+            # The callers check the order first.
             raise ValueError(f"kan_{op}: spline order {knots.order} out of the kernels' range")
 
     def expand(self, x: torch.Tensor, knots: KnotInfo, out: torch.Tensor) -> None:
         """``out`` ``(N, width * nb)``: each feature's ``nb`` bases at ``x`` (``(N, width)``)."""
-        self._bases_call("expand", x, knots, out.numel(), lambda r0: (_at(out, r0), out.stride(0)))
+        self._bases_call("expand", x, knots, out.numel(), out.data_ptr(), out.stride(0))
 
     def expand_grad(self, x: torch.Tensor, knots: KnotInfo, g: torch.Tensor, dx: torch.Tensor) -> None:
         """``dx += sum over lanes of g[:, lane] * dB_lane/dx`` for ``g`` ``(N, width * nb)`` laid
         out as :meth:`expand`'s output."""
         self._bases_call(
-            "expand_grad",
-            x,
-            knots,
-            g.numel(),
-            lambda r0: (_at(g, r0), g.stride(0), _at(dx, r0), dx.stride(0)),
+            "expand_grad", x, knots, g.numel(), g.data_ptr(), g.stride(0), dx.data_ptr(), dx.stride(0)
         )
 
     def pack(self, sw: torch.Tensor, sc: torch.Tensor | None, bw: torch.Tensor, out: torch.Tensor) -> None:
         """``out`` ``(O, width * (nb + 1))``, contiguous: per output, ``sw * sc[..., None]`` (``sw``
         where ``sc`` is None) then ``bw``; ``sw`` is ``(O, width, nb)``."""
-        n_out, width, nb = sw.shape
-
-        def args_for(r0: int, r1: int) -> tuple:
-            return (
-                _at(sw, r0), sw.stride(0), _at(sc, r0), _stride(sc), _at(bw, r0), bw.stride(0),
-                r1 - r0, width, nb, _at(out, r0),
-            )  # fmt: skip
-
-        _run_rows(self._fns["kan_pack", sw.dtype], n_out, out.numel(), args_for)
+        self._fns["kan_pack", sw.dtype](
+            sw.data_ptr(), sw.stride(0), _ptr(sc), _stride(sc), bw.data_ptr(), bw.stride(0), *sw.shape,
+            out.data_ptr(), _threads(out.numel()),
+        )  # fmt: skip
 
     def pack_grads(
         self,
@@ -185,15 +140,10 @@ class CpuKernels:
     ) -> None:
         """The gradients of ``sw``, ``sc`` and ``bw`` from ``d``, the packed weight's (contiguous,
         as :meth:`pack` lays it out); an output that is None is not computed."""
-        n_out, width, nb = sw.shape
-
-        def args_for(r0: int, r1: int) -> tuple:
-            return (
-                _at(d, r0), _at(sw, r0), sw.stride(0), _at(sc, r0), _stride(sc), r1 - r0, width, nb,
-                _at(dsw, r0), _stride(dsw), _at(dsc, r0), _stride(dsc), _at(dbw, r0), _stride(dbw),
-            )  # fmt: skip
-
-        _run_rows(self._fns["kan_pack_grads", sw.dtype], n_out, d.numel(), args_for)
+        self._fns["kan_pack_grads", sw.dtype](
+            d.data_ptr(), sw.data_ptr(), sw.stride(0), _ptr(sc), _stride(sc), *sw.shape,
+            _ptr(dsw), _stride(dsw), _ptr(dsc), _stride(dsc), _ptr(dbw), _stride(dbw), _threads(d.numel()),
+        )  # fmt: skip
 
 
 class KnotInfo:
@@ -267,7 +217,8 @@ def _build(source: Path = SOURCE) -> Path:
         tmp_dir = tempfile.mkdtemp()
         target = Path(tmp_dir) / target.name
     errors = []
-    for arch in (["-march=native"], []):  # some compilers/CPUs take no -march=native
+    # Some compilers take no -march=native or -fopenmp (Apple clang): each is dropped in turn.
+    for arch in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
         out = Path(tmp_dir) / "build.so"
         cmd = [*cc, *FLAGS, *arch, str(source), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -199,35 +199,47 @@ def test_settings_refuse_an_unknown_mode(monkeypatch):
     assert Settings.from_env().cpu_kernels == "off"
 
 
-def _forked_child_result(conn, x, grid) -> None:
-    out = torch.empty(x.shape[0], x.shape[1] * 8, dtype=x.dtype)
-    KERNELS.expand(x, _knot_info(KERNELS, grid, 3, x.dtype), out)
-    conn.send(out.tolist())  # (no torch reduction: torch's own ops may hang in a forked child)
-
-
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
-def test_split_rows_in_threads_and_after_fork(monkeypatch):
-    """Rows split over threads give the one-thread result; a forked child (which inherits the
-    pool object but not its threads) does not hang."""
-    import multiprocessing
-
-    monkeypatch.setattr(cpu_kernels, "_MIN_WORK_PER_THREAD", 1)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # what the split reads
+def test_rows_in_several_threads_equal_one_thread(monkeypatch):
     x = torch.rand(64, 512, dtype=torch.float64)
     grid = uniform_grid(512, 5, 3, dtype=torch.float64)
     knots = _knot_info(KERNELS, grid, 3, torch.float64)
-    split = torch.empty(64, 512 * 8, dtype=torch.float64)
-    KERNELS.expand(x, knots, split)
-    assert len(cpu_kernels._row_ranges(64, split.numel())) == 2
-    monkeypatch.setattr(cpu_kernels, "_MIN_WORK_PER_THREAD", 1 << 40)
-    whole = torch.empty_like(split)
-    KERNELS.expand(x, knots, whole)
-    assert torch.equal(split, whole)
-    monkeypatch.setattr(cpu_kernels, "_MIN_WORK_PER_THREAD", 1)
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_forked_child_result, args=(child, x, grid))
-    proc.start()
-    assert parent.poll(30), f"the forked child hung or failed (exit code {proc.exitcode})"
-    assert torch.equal(torch.tensor(parent.recv(), dtype=x.dtype), whole)
-    proc.join(10)
+    results = []
+    for threads, min_work in ((1, 1 << 40), (2, 1), (3, 1)):
+        monkeypatch.setattr(cpu_kernels, "_MIN_PARALLEL_WORK", min_work)
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        out = torch.empty(64, 512 * 8, dtype=torch.float64)
+        KERNELS.expand(x, knots, out)
+        dx = torch.zeros(64, 512, dtype=torch.float64)
+        KERNELS.expand_grad(x, knots, out, dx)
+        results.append((out, dx))
+    for out, dx in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(dx, results[0][1])
+
+
+def test_the_library_shares_torchs_openmp_runtime():
+    """Its libgomp.so.1 is the one torch loaded (one thread pool, no second runtime)."""
+    from pathlib import Path
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("reads /proc/self/maps")
+    libs = {line.split()[-1] for line in maps.read_text().splitlines() if "libgomp" in line}
+    assert len(libs) <= 1, libs
+
+
+def test_a_compiler_without_openmp_builds_the_same_kernels(fresh_state, tmp_path, monkeypatch):
+    """Compilers that refuse -fopenmp (Apple clang) get a one-thread library, same results."""
+    cc = tmp_path / "cc-without-openmp"
+    cc.write_text(
+        '#!/bin/sh\ncase " $* " in *" -fopenmp "*) echo "no OpenMP" >&2; exit 1;; esac\nexec cc "$@"\n'
+    )
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    kernels = cpu_kernels.CpuKernels(cpu_kernels._build())
+    grid = _grid(7, 5, 3, True, torch.float64)
+    x = _inputs(grid, 11)
+    knots = _knot_info(kernels, grid, 3, torch.float64)
+    a, b = torch.empty(11, 7 * 8, dtype=torch.float64), torch.empty(11, 7 * 8, dtype=torch.float64)
+    kernels.expand(x, knots, a)
+    KERNELS.expand(x, knots, b)
+    assert torch.equal(a, b)
