@@ -28,7 +28,7 @@
   /* For the m <= CHUNK features of a chunk: span[q] and, per lane r, the polynomial c[r] of degree \
      deg (coefficients from t^0 up) at t[q]. Always inlined with a constant deg, so it vectorises. */ \
   static inline __attribute__((always_inline)) void chunk_##SUF##_##K(                              \
-      const T* x, const T* inv_h, const T* shift, T top, int64_t m, int deg, T c[K + 1][K + 1],    \
+      const T* x, const T* inv_h, const T* shift, T top, int64_t m, int deg, T c[K + 1][K + 1],     \
       int32_t* span, T vals[K + 1][CHUNK]) {                                                        \
     for (int64_t q = 0; q < m; ++q) {                                                               \
       T u = shift[q] + x[q] * inv_h[q];                                                             \
@@ -44,10 +44,10 @@
       }                                                                                             \
     }                                                                                               \
   }                                                                                                 \
-  static void expand_uniform_##SUF##_##K(const T* x, int64_t x_stride, int64_t n_rows,             \
-                                         int64_t width, const T* inv_h, const T* shift,            \
-                                         int64_t n_knots, const T* coef, T* out,                   \
-                                         int64_t out_stride) {                                     \
+  static void expand_uniform_##SUF##_##K(const T* x, int64_t x_stride, int64_t n_rows,              \
+                                         int64_t width, const T* inv_h, const T* shift,             \
+                                         int64_t n_knots, const T* coef, T* out,                    \
+                                         int64_t out_stride) {                                      \
     const int64_t nb = n_knots - 1 - K;                                                             \
     T c[K + 1][K + 1];                                                                              \
     for (int r = 0; r <= K; ++r)                                                                    \
@@ -72,12 +72,12 @@
       }                                                                                             \
     }                                                                                               \
   }                                                                                                 \
-  static void expand_grad_uniform_##SUF##_##K(const T* x, int64_t x_stride, int64_t n_rows,        \
-                                              int64_t width, const T* inv_h, const T* shift,       \
-                                              int64_t n_knots, const T* coef, const T* g,          \
-                                              int64_t g_stride, T* dx, int64_t dx_stride) {        \
+  static void expand_grad_uniform_##SUF##_##K(const T* x, int64_t x_stride, int64_t n_rows,         \
+                                              int64_t width, const T* inv_h, const T* shift,        \
+                                              int64_t n_knots, const T* coef, const T* g,           \
+                                              int64_t g_stride, T* dx, int64_t dx_stride) {         \
     const int64_t nb = n_knots - 1 - K;                                                             \
-    T d[K + 1][K + 1]; /* d[r][p]: coefficient of t^p in d(value r)/dt */                          \
+    T d[K + 1][K + 1]; /* d[r][p]: coefficient of t^p in d(value r)/dt */                           \
     for (int r = 0; r <= K; ++r) {                                                                  \
       for (int p = 0; p < K; ++p) d[r][p] = (T)(p + 1) * coef[r * (K + 1) + p + 1];                 \
       d[r][K] = (T)0;                                                                               \
@@ -88,7 +88,7 @@
       for (int64_t i0 = 0; i0 < width; i0 += CHUNK) {                                               \
         const int64_t m = width - i0 < CHUNK ? width - i0 : CHUNK;                                  \
         int32_t span[CHUNK];                                                                        \
-        T ders[K + 1][CHUNK]; /* d/dt; d/dx is that times 1/h */                                   \
+        T ders[K + 1][CHUNK]; /* d/dt; d/dx is that times 1/h */                                    \
         chunk_##SUF##_##K(x + n * x_stride + i0, inv_h + i0, shift + i0, (T)n_knots, m, K - 1, d,   \
                           span, ders);                                                              \
         for (int64_t q = 0; q < m; ++q) {                                                           \
@@ -113,8 +113,8 @@
     if (j >= n_knots) return t[n_knots - 1] + (T)(j - n_knots + 1) * (t[n_knots - 1] - t[n_knots - 2]); \
     return t[j];                                                                                    \
   }                                                                                                 \
-  /* Span s (t[s] <= x < t[s + 1]) and the order-k and order-(k-1) values at x, or -1 outside. */  \
-  static int64_t de_boor_##SUF(const T* t, int64_t n_knots, int64_t k, T xv, T* vals, T* lower) { \
+  /* Span s (t[s] <= x < t[s + 1]) and the order-k and order-(k-1) values at x, or -1 outside. */   \
+  static int64_t de_boor_##SUF(const T* t, int64_t n_knots, int64_t k, T xv, T* vals, T* lower) {   \
     if (!(xv >= t[0] && xv < t[n_knots - 1])) return -1;                                            \
     int64_t lo = 0, hi = n_knots - 1;                                                               \
     while (hi - lo > 1) {                                                                           \
@@ -139,9 +139,9 @@
     }                                                                                               \
     return lo;                                                                                      \
   }                                                                                                 \
-  static void expand_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,    \
-                                   const T* knots, int64_t n_knots, int64_t k, T* out,             \
-                                   int64_t out_stride) {                                           \
+  static void expand_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,     \
+                                   const T* knots, int64_t n_knots, int64_t k, T* out,              \
+                                   int64_t out_stride) {                                            \
     const int64_t nb = n_knots - 1 - k;                                                             \
     for (int64_t n = 0; n < n_rows; ++n) {                                                          \
       T* row = out + n * out_stride;                                                                \
@@ -157,11 +157,11 @@
       }                                                                                             \
     }                                                                                               \
   }                                                                                                 \
-  /* dB_j/dx = k (B_{j,k-1} / (t_{j+k} - t_j) - B_{j+1,k-1} / (t_{j+k+1} - t_{j+1})), with the     \
-     order k-1 values lower[q] = B_{s-k+1+q, k-1}, q = 0..k-1. */                                  \
-  static void expand_grad_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows,             \
-                                        int64_t width, const T* knots, int64_t n_knots, int64_t k, \
-                                        const T* g, int64_t g_stride, T* dx, int64_t dx_stride) {  \
+  /* dB_j/dx = k (B_{j,k-1} / (t_{j+k} - t_j) - B_{j+1,k-1} / (t_{j+k+1} - t_{j+1})), with the      \
+     order k-1 values lower[q] = B_{s-k+1+q, k-1}, q = 0..k-1. */                                   \
+  static void expand_grad_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows,               \
+                                        int64_t width, const T* knots, int64_t n_knots, int64_t k,  \
+                                        const T* g, int64_t g_stride, T* dx, int64_t dx_stride) {   \
     const int64_t nb = n_knots - 1 - k;                                                             \
     if (k == 0) return; /* piecewise constant: derivative 0 */                                      \
     for (int64_t n = 0; n < n_rows; ++n) {                                                          \
@@ -192,19 +192,19 @@
   if (threads < 1) threads = 1;                                                                     \
   _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1)")                \
   for (int64_t part = 0; part < threads; ++part) {                                                  \
-    const int64_t r0 = (N_ROWS) * part / threads, r1 = (N_ROWS) * (part + 1) / threads;            \
+    const int64_t r0 = (N_ROWS) * part / threads, r1 = (N_ROWS) * (part + 1) / threads;             \
     if (r1 > r0) {                                                                                  \
       BODY                                                                                          \
     }                                                                                               \
   }
 
-#define K_CASES(SUF, CALL)                                                                               \
+#define K_CASES(SUF, CALL)                                                                          \
   switch (k) {                                                                                      \
-    case 1: CALL(SUF, 1); break;                                                                         \
-    case 2: CALL(SUF, 2); break;                                                                         \
-    case 3: CALL(SUF, 3); break;                                                                         \
-    case 4: CALL(SUF, 4); break;                                                                         \
-    case 5: CALL(SUF, 5); break;                                                                         \
+    case 1: CALL(SUF, 1); break;                                                                    \
+    case 2: CALL(SUF, 2); break;                                                                    \
+    case 3: CALL(SUF, 3); break;                                                                    \
+    case 4: CALL(SUF, 4); break;                                                                    \
+    case 5: CALL(SUF, 5); break;                                                                    \
   }
 
 /* The expanded input of a block of `width` input features: its width * nb basis lanes (nb per
@@ -270,14 +270,56 @@
     }                                                                                               \
   }
 
-#define NB_CASES(SUF, CALL)                                                                              \
+/* ---- the product itself, without the packed weight, for a single row whose weights outgrow the
+   cache: the product is then bound by reading the weights, and packing them first (a write and a
+   read of the weights' size) costs more than the product (see eager.py for when it is used).
+   y[n, o] = bias[o] + sum_i sc[o, i] * sum_j sw[o, i, j] * e[n, i, j] + sum_i bw[o, i] *
+   e[n, act i], for the rows e of the expanded input. */
+#define DEFINE_UNPACKED(T, SUF)                                                                     \
+  static inline __attribute__((always_inline)) void product_unpacked_##SUF(                         \
+      const T* e, int64_t e_stride, int64_t n_rows, const T* sw, int64_t sw_stride, const T* sc,    \
+      int64_t sc_stride, const T* bw, int64_t bw_stride, const T* bias, int64_t n_out,              \
+      int64_t width, int64_t nb, T* y, int64_t y_stride) {                                          \
+    const int64_t chunk = PRODUCTS / nb;                                                            \
+    for (int64_t o = 0; o < n_out; ++o) {                                                           \
+      const T* swo = sw + o * sw_stride;                                                            \
+      const T* bwo = bw + o * bw_stride;                                                            \
+      for (int64_t n = 0; n < n_rows; ++n) {                                                        \
+        const T* en = e + n * e_stride;                                                             \
+        T acc = bias == NULL ? (T)0 : bias[o];                                                      \
+        for (int64_t i0 = 0; i0 < width; i0 += chunk) { /* flat products, short sums, a dot */      \
+          const int64_t m = width - i0 < chunk ? width - i0 : chunk;                                \
+          T products[PRODUCTS], sums[PRODUCTS];                                                     \
+          const T* wc = swo + i0 * nb;                                                              \
+          const T* ec = en + i0 * nb;                                                               \
+          for (int64_t q = 0; q < m * nb; ++q) products[q] = wc[q] * ec[q];                         \
+          for (int64_t q = 0; q < m; ++q) {                                                         \
+            T t = (T)0;                                                                             \
+            for (int64_t j = 0; j < nb; ++j) t += products[q * nb + j];                             \
+            sums[q] = t;                                                                            \
+          }                                                                                         \
+          if (sc == NULL) {                                                                         \
+            for (int64_t q = 0; q < m; ++q) acc += sums[q];                                         \
+          } else {                                                                                  \
+            const T* scc = sc + o * sc_stride + i0;                                                 \
+            for (int64_t q = 0; q < m; ++q) acc += scc[q] * sums[q];                                \
+          }                                                                                         \
+        }                                                                                           \
+        const T* act = en + width * nb;                                                             \
+        for (int64_t i = 0; i < width; ++i) acc += bwo[i] * act[i];                                 \
+        y[n * y_stride + o] = acc;                                                                  \
+      }                                                                                             \
+    }                                                                                               \
+  }
+
+#define NB_CASES(SUF, CALL)                                                                         \
   switch (nb) {                                                                                     \
-    case 2: CALL(SUF, 2); break;   case 3: CALL(SUF, 3); break;   case 4: CALL(SUF, 4); break;                     \
-    case 5: CALL(SUF, 5); break;   case 6: CALL(SUF, 6); break;   case 7: CALL(SUF, 7); break;                     \
-    case 8: CALL(SUF, 8); break;   case 9: CALL(SUF, 9); break;   case 10: CALL(SUF, 10); break;                   \
-    case 11: CALL(SUF, 11); break; case 12: CALL(SUF, 12); break; case 13: CALL(SUF, 13); break;                   \
-    case 14: CALL(SUF, 14); break; case 15: CALL(SUF, 15); break; case 16: CALL(SUF, 16); break;                   \
-    case 23: CALL(SUF, 23); break; default: CALL(SUF, nb); break;                                             \
+    case 2: CALL(SUF, 2); break;   case 3: CALL(SUF, 3); break;   case 4: CALL(SUF, 4); break;      \
+    case 5: CALL(SUF, 5); break;   case 6: CALL(SUF, 6); break;   case 7: CALL(SUF, 7); break;      \
+    case 8: CALL(SUF, 8); break;   case 9: CALL(SUF, 9); break;   case 10: CALL(SUF, 10); break;    \
+    case 11: CALL(SUF, 11); break; case 12: CALL(SUF, 12); break; case 13: CALL(SUF, 13); break;    \
+    case 14: CALL(SUF, 14); break; case 15: CALL(SUF, 15); break; case 16: CALL(SUF, 16); break;    \
+    case 23: CALL(SUF, 23); break; default: CALL(SUF, nb); break;                                   \
   }
 
 #define DEFINE_ALL(T, SUF)                                                                          \
@@ -287,75 +329,89 @@
   DEFINE_UNIFORM(T, SUF, 4)                                                                         \
   DEFINE_UNIFORM(T, SUF, 5)                                                                         \
   DEFINE_GENERAL(T, SUF)                                                                            \
-  /* Returns 1 (nothing done) for an order without a uniform kernel: use the general one. */       \
-  int kan_expand_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,        \
-                               const T* inv_h, const T* shift, int64_t n_knots, int64_t k,         \
-                               const T* coef, T* out, int64_t out_stride, int64_t threads) {       \
+  /* Returns 1 (nothing done) for an order without a uniform kernel: use the general one. */        \
+  int kan_expand_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,         \
+                               const T* inv_h, const T* shift, int64_t n_knots, int64_t k,          \
+                               const T* coef, T* out, int64_t out_stride, int64_t threads) {        \
     if (k < 1 || k > 5) return 1;                                                                   \
-    PARALLEL_ROWS(n_rows, K_CASES(SUF, EXPAND))                                                    \
+    PARALLEL_ROWS(n_rows, K_CASES(SUF, EXPAND))                                                     \
     return 0;                                                                                       \
   }                                                                                                 \
   /* dx += sum over each feature's basis lanes of g[lane] * dB_lane/dx. */                          \
-  int kan_expand_grad_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,   \
-                                    const T* inv_h, const T* shift, int64_t n_knots, int64_t k,    \
-                                    const T* coef, const T* g, int64_t g_stride, T* dx,            \
-                                    int64_t dx_stride, int64_t threads) {                          \
+  int kan_expand_grad_uniform_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,    \
+                                    const T* inv_h, const T* shift, int64_t n_knots, int64_t k,     \
+                                    const T* coef, const T* g, int64_t g_stride, T* dx,             \
+                                    int64_t dx_stride, int64_t threads) {                           \
     if (k < 1 || k > 5) return 1;                                                                   \
-    PARALLEL_ROWS(n_rows, K_CASES(SUF, GRAD))                                                      \
+    PARALLEL_ROWS(n_rows, K_CASES(SUF, GRAD))                                                       \
     return 0;                                                                                       \
   }                                                                                                 \
   /* Return 1 (nothing done) above MAX_K. */                                                        \
-  int kan_expand_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,        \
-                               const T* knots, int64_t n_knots, int64_t k, T* out,                 \
-                               int64_t out_stride, int64_t threads) {                              \
+  int kan_expand_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,         \
+                               const T* knots, int64_t n_knots, int64_t k, T* out,                  \
+                               int64_t out_stride, int64_t threads) {                               \
     if (k < 0 || k > MAX_K) return 1;                                                               \
-    PARALLEL_ROWS(n_rows, expand_general_##SUF(x + r0 * x_stride, x_stride, r1 - r0, width, knots, \
-                                               n_knots, k, out + r0 * out_stride, out_stride);)    \
+    PARALLEL_ROWS(n_rows, expand_general_##SUF(x + r0 * x_stride, x_stride, r1 - r0, width, knots,  \
+                                               n_knots, k, out + r0 * out_stride, out_stride);)     \
     return 0;                                                                                       \
   }                                                                                                 \
-  int kan_expand_grad_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,   \
-                                    const T* knots, int64_t n_knots, int64_t k, const T* g,        \
-                                    int64_t g_stride, T* dx, int64_t dx_stride, int64_t threads) { \
+  int kan_expand_grad_general_##SUF(const T* x, int64_t x_stride, int64_t n_rows, int64_t width,    \
+                                    const T* knots, int64_t n_knots, int64_t k, const T* g,         \
+                                    int64_t g_stride, T* dx, int64_t dx_stride, int64_t threads) {  \
     if (k < 0 || k > MAX_K) return 1;                                                               \
-    PARALLEL_ROWS(n_rows, expand_grad_general_##SUF(x + r0 * x_stride, x_stride, r1 - r0, width,   \
+    PARALLEL_ROWS(n_rows, expand_grad_general_##SUF(x + r0 * x_stride, x_stride, r1 - r0, width,    \
                                                     knots, n_knots, k, g + r0 * g_stride, g_stride, \
-                                                    dx + r0 * dx_stride, dx_stride);)              \
+                                                    dx + r0 * dx_stride, dx_stride);)               \
     return 0;                                                                                       \
   }                                                                                                 \
   DEFINE_PACK(T, SUF)                                                                               \
+  DEFINE_UNPACKED(T, SUF)                                                                           \
+  /* y (n_rows x n_out) = the layer on n_rows rows e of the expanded input (DEFINE_UNPACKED). */    \
+  void kan_product_unpacked_##SUF(const T* e, int64_t e_stride, int64_t n_rows, const T* sw,        \
+                                  int64_t sw_stride, const T* sc, int64_t sc_stride, const T* bw,   \
+                                  int64_t bw_stride, const T* bias, int64_t n_out, int64_t width,   \
+                                  int64_t nb, T* y, int64_t y_stride, int64_t threads) {            \
+    PARALLEL_ROWS(n_out, NB_CASES(SUF, UNPACKED))                                                   \
+  }                                                                                                 \
   /* packed (n_out x width * (nb + 1), contiguous) from spline_weight sw (n_out x width x nb),      \
      its scaler sc (n_out x width, or NULL) and base_weight bw (n_out x width). */                  \
-  void kan_pack_##SUF(const T* sw, int64_t sw_stride, const T* sc, int64_t sc_stride, const T* bw, \
+  void kan_pack_##SUF(const T* sw, int64_t sw_stride, const T* sc, int64_t sc_stride, const T* bw,  \
                       int64_t bw_stride, int64_t n_out, int64_t width, int64_t nb, T* packed,       \
                       int64_t threads) {                                                            \
-    PARALLEL_ROWS(n_out, NB_CASES(SUF, PACK))                                                      \
+    PARALLEL_ROWS(n_out, NB_CASES(SUF, PACK))                                                       \
   }                                                                                                 \
-  /* The packed weight's gradient d (as packed) split into the parameters' gradients:              \
-     dsw = d_spline * sc (d_spline where sc is NULL), dsc[o, i] = sum_j d_spline[o, i, j] *        \
+  /* The packed weight's gradient d (as packed) split into the parameters' gradients:               \
+     dsw = d_spline * sc (d_spline where sc is NULL), dsc[o, i] = sum_j d_spline[o, i, j] *         \
      sw[o, i, j], dbw = d's base lanes. Each output may be NULL (not wanted). */                    \
-  void kan_pack_grads_##SUF(const T* d, const T* sw, int64_t sw_stride, const T* sc,               \
-                            int64_t sc_stride, int64_t n_out, int64_t width, int64_t nb, T* dsw,   \
-                            int64_t dsw_stride, T* dsc, int64_t dsc_stride, T* dbw,                \
+  void kan_pack_grads_##SUF(const T* d, const T* sw, int64_t sw_stride, const T* sc,                \
+                            int64_t sc_stride, int64_t n_out, int64_t width, int64_t nb, T* dsw,    \
+                            int64_t dsw_stride, T* dsc, int64_t dsc_stride, T* dbw,                 \
                             int64_t dbw_stride, int64_t threads) {                                  \
-    PARALLEL_ROWS(n_out, NB_CASES(SUF, PACK_GRADS))                                                \
+    PARALLEL_ROWS(n_out, NB_CASES(SUF, PACK_GRADS))                                                 \
   }
 
 #define EXPAND(SUF, K)                                                                              \
-  expand_uniform_##SUF##_##K(x + r0 * x_stride, x_stride, r1 - r0, width, inv_h, shift, n_knots,   \
+  expand_uniform_##SUF##_##K(x + r0 * x_stride, x_stride, r1 - r0, width, inv_h, shift, n_knots,    \
                              coef, out + r0 * out_stride, out_stride)
 #define GRAD(SUF, K)                                                                                \
-  expand_grad_uniform_##SUF##_##K(x + r0 * x_stride, x_stride, r1 - r0, width, inv_h, shift,       \
-                                  n_knots, coef, g + r0 * g_stride, g_stride, dx + r0 * dx_stride, \
+  expand_grad_uniform_##SUF##_##K(x + r0 * x_stride, x_stride, r1 - r0, width, inv_h, shift,        \
+                                  n_knots, coef, g + r0 * g_stride, g_stride, dx + r0 * dx_stride,  \
                                   dx_stride)
 #define PACK(SUF, NB)                                                                               \
-  pack_##SUF(sw + r0 * sw_stride, sw_stride, sc == NULL ? NULL : sc + r0 * sc_stride, sc_stride,   \
+  pack_##SUF(sw + r0 * sw_stride, sw_stride, sc == NULL ? NULL : sc + r0 * sc_stride, sc_stride,    \
              bw + r0 * bw_stride, bw_stride, r1 - r0, width, NB, packed + r0 * width * (nb + 1))
 #define PACK_GRADS(SUF, NB)                                                                         \
-  pack_grads_##SUF(d + r0 * width * (nb + 1), sw + r0 * sw_stride, sw_stride,                      \
-                   sc == NULL ? NULL : sc + r0 * sc_stride, sc_stride, r1 - r0, width, NB,         \
-                   dsw == NULL ? NULL : dsw + r0 * dsw_stride, dsw_stride,                         \
-                   dsc == NULL ? NULL : dsc + r0 * dsc_stride, dsc_stride,                         \
+  pack_grads_##SUF(d + r0 * width * (nb + 1), sw + r0 * sw_stride, sw_stride,                       \
+                   sc == NULL ? NULL : sc + r0 * sc_stride, sc_stride, r1 - r0, width, NB,          \
+                   dsw == NULL ? NULL : dsw + r0 * dsw_stride, dsw_stride,                          \
+                   dsc == NULL ? NULL : dsc + r0 * dsc_stride, dsc_stride,                          \
                    dbw == NULL ? NULL : dbw + r0 * dbw_stride, dbw_stride)
+
+#define UNPACKED(SUF, NB)                                                                           \
+  product_unpacked_##SUF(e, e_stride, n_rows, sw + r0 * sw_stride, sw_stride,                       \
+                      sc == NULL ? NULL : sc + r0 * sc_stride, sc_stride, bw + r0 * bw_stride,      \
+                      bw_stride, bias == NULL ? NULL : bias + r0, r1 - r0, width, NB, y + r0,       \
+                      y_stride)
 
 DEFINE_ALL(float, f32)
 DEFINE_ALL(double, f64)

@@ -55,6 +55,7 @@ _SIGNATURES = {
     "kan_expand_general": ([_P, _L, _L, _L, _P, _L, _L, _P, _L, _L], ctypes.c_int),
     "kan_expand_grad_general": ([_P, _L, _L, _L, _P, _L, _L, _P, _L, _P, _L, _L], ctypes.c_int),
     "kan_pack": ([_P, _L, _P, _L, _P, _L, _L, _L, _L, _P, _L], None),
+    "kan_product_unpacked": ([_P, _L, _L, _P, _L, _P, _L, _P, _L, _P, _L, _L, _L, _P, _L, _L], None),
     "kan_pack_grads": ([_P, _P, _L, _P, _L, _L, _L, _L, _P, _L, _P, _L, _P, _L, _L], None),
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -143,6 +144,25 @@ class CpuKernels:
         self._fns["kan_pack_grads", sw.dtype](
             d.data_ptr(), sw.data_ptr(), sw.stride(0), _ptr(sc), _stride(sc), *sw.shape,
             _ptr(dsw), _stride(dsw), _ptr(dsc), _stride(dsc), _ptr(dbw), _stride(dbw), _threads(d.numel()),
+        )  # fmt: skip
+
+    def product_unpacked(
+        self,
+        e: torch.Tensor,
+        sw: torch.Tensor,
+        sc: torch.Tensor | None,
+        bw: torch.Tensor,
+        bias: torch.Tensor | None,
+        y: torch.Tensor,
+    ) -> None:
+        """``y`` ``(N, O)`` = the layer on the rows ``e`` of the expanded input (all features, one
+        block), straight from the unpacked weights (``sw`` ``(O, width, nb)``): for a row or two
+        whose weights outgrow the cache (see ``eager.py``)."""
+        n_out, width, nb = sw.shape
+        self._fns["kan_product_unpacked", sw.dtype](
+            e.data_ptr(), e.stride(0), e.shape[0], sw.data_ptr(), sw.stride(0), _ptr(sc), _stride(sc),
+            bw.data_ptr(), bw.stride(0), _ptr(bias), n_out, width, nb, y.data_ptr(), y.stride(0),
+            _threads(sw.numel()),
         )  # fmt: skip
 
 

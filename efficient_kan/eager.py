@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from pathlib import Path
 
 import torch
 from torch.autograd import forward_ad
@@ -144,6 +145,22 @@ def _coefficients(spline_order: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor([[float(c) for c in row] for row in poly], dtype=dtype)
 
 
+@functools.cache
+def _last_level_cache() -> int:
+    """Bytes of the CPU's largest cache (Linux sysfs; 32 MiB where it cannot be read)."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=32 << 20)
+
+
 def _packed_weight(kernels, base_weight, spline_weight, spline_scaler, start: int, stop: int) -> torch.Tensor:
     """The weights of input features ``start:stop`` in the expanded input's layout,
     ``(O, width * (n_bases + 1))``: per output, ``spline_weight * spline_scaler`` of the block's
@@ -178,8 +195,10 @@ def _forward(
         expanded = x.new_empty(n, n_in * lanes)
     else:
         expanded = _WORKSPACE.get("expanded", (n, n_in * lanes), x.dtype)
+    unpacked = not record and n == 1 and 2 * spline_weight.numel() * x.element_size() > _last_level_cache()
+    blocks = [(0, n_in)] if unpacked else _feature_blocks(n_in, n_out, lanes, x.element_size())
     y = None
-    for start, stop in _feature_blocks(n_in, n_out, lanes, x.element_size()):
+    for start, stop in blocks:
         part = expanded[:, start * lanes : stop * lanes]
         split = (stop - start) * n_bases
         xs = x[:, start:stop]
@@ -188,6 +207,12 @@ def _forward(
             torch.ops.aten.silu.out(xs, out=part[:, split:])
         else:
             part[:, split:] = xs
+        if unpacked:
+            # One input row whose weights, packed, would not stay in the cache: the product is bound
+            # by reading the weights, and packing them costs a write and a read of their size more.
+            y = x.new_empty(n, n_out)
+            kernels.product_unpacked(part, spline_weight, spline_scaler, base_weight, bias, y)
+            break
         packed = _packed_weight(kernels, base_weight, spline_weight, spline_scaler, start, stop)
         if y is None:
             y = torch.mm(part, packed.t()) if bias is None else torch.addmm(bias, part, packed.t())

@@ -243,3 +243,21 @@ def test_a_compiler_without_openmp_builds_the_same_kernels(fresh_state, tmp_path
     kernels.expand(x, knots, a)
     KERNELS.expand(x, knots, b)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("scaler,bias", [(True, True), (False, False)])
+@pytest.mark.parametrize("nb", [8, 33])
+def test_product_without_packing_equals_the_packed_product(nb, scaler, bias):
+    gen = torch.Generator().manual_seed(3)
+    n_out, width = 5, 300  # more than one chunk of products per row
+    sw = torch.randn(n_out, width, nb, generator=gen, dtype=torch.float64)
+    sc = torch.randn(n_out, width, generator=gen, dtype=torch.float64) if scaler else None
+    bw = torch.randn(n_out, width, generator=gen, dtype=torch.float64)
+    b = torch.randn(n_out, generator=gen, dtype=torch.float64) if bias else None
+    e = torch.randn(2, width * (nb + 1), generator=gen, dtype=torch.float64)
+    packed = torch.empty(n_out, width * (nb + 1), dtype=torch.float64)
+    KERNELS.pack(sw, sc, bw, packed)
+    expected = e @ packed.t() + (0 if b is None else b)
+    y = torch.empty(2, n_out, dtype=torch.float64)
+    KERNELS.product_unpacked(e, sw, sc, bw, b, y)
+    assert_close(y, expected, atol=1e-11, rtol=1e-11)

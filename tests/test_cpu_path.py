@@ -366,3 +366,26 @@ def test_temporaries_above_the_workspace_cap_are_not_kept(monkeypatch):
     for a, b in zip(grads, expected[1:], strict=True):
         assert_close(a, b, atol=1e-11, rtol=1e-11)
     assert all(b.numel() * b.element_size() <= 256 for b in eager._WORKSPACE.buffers.values())
+
+
+@pytest.mark.parametrize("act", [nn.SiLU, nn.Identity])
+def test_one_row_without_packing_equals_reference(monkeypatch, act):
+    """A single row whose weights outgrow the cache skips the packed weight (here: a cache of 1 byte)."""
+    from efficient_kan import cpu_kernels, eager
+
+    layer = _uniform_layer(9, 4, grid_size=5, base_activation=act)
+    x = torch.rand(1, 9, dtype=torch.float64) * 2 - 1
+    expected = _reference_grads(layer, x, torch.ones(1, 4, dtype=torch.float64))[0]
+    calls = []
+    monkeypatch.setattr(eager, "_last_level_cache", lambda: 1)
+    monkeypatch.setattr(
+        cpu_kernels.CpuKernels, "product_unpacked",
+        lambda self, *a, _f=cpu_kernels.CpuKernels.product_unpacked: calls.append(1) or _f(self, *a),
+    )  # fmt: skip
+    with torch.no_grad():
+        assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)
+    with torch.inference_mode():
+        assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)
+    assert len(calls) == 2
+    assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)  # recording a graph: packed, as always
+    assert len(calls) == 2
