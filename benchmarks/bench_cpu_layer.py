@@ -19,7 +19,8 @@ their ratios come from the same minutes of a shared machine:
 
 Also: training steps/s of KAN [784, 64, 10] at batch 64 (AdamW, one thread) for ours, the
 reference path, inkan's network and the MLP of the same widths; and ``torch.inference_mode``
-forward at batch 1 and 8 against the floor. Timing: ``efficient_kan.bench.time_interleaved`` (one
+forward at batch 1 and 8 against the floor, also with ``efficient_kan.frozen_weights`` (weights
+packed once, not per call). Timing: ``efficient_kan.bench.time_interleaved`` (one
 call of each provider per round, so that their ratios come from the same minutes; with one thread the
 clock is the thread's CPU time, on a loaded machine wall time mostly measures the scheduler; with
 more threads wall time). Results: ``efficient_kan.bench`` records (JSON) and a markdown table.
@@ -28,6 +29,7 @@ more threads wall time). Results: ``efficient_kan.bench`` records (JSON) and a m
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -40,7 +42,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _output  # noqa: E402
 
-from efficient_kan import KAN, KANLinear, cpu_kernels  # noqa: E402
+from efficient_kan import KAN, KANLinear, cpu_kernels, frozen_weights  # noqa: E402
 from efficient_kan.bench import Record, environment, time_interleaved, write_records  # noqa: E402
 from efficient_kan.reference import kan_linear_reference  # noqa: E402
 
@@ -53,6 +55,7 @@ except ImportError:  # optional: the `bench` extra
 ROWS = [(64, 784, 64, 5), (256, 1024, 1024, 5), (1024, 784, 512, 5), (256, 512, 512, 20)]
 SMOKE_ROWS = [(8, 12, 6, 5)]
 INFERENCE = [(784, 64, 5), (1024, 1024, 5)]
+SMOKE_INFERENCE = [(12, 6, 5)]
 
 
 def dense_cox_de_boor(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
@@ -198,12 +201,16 @@ def bench_training(env: dict, steps: int, widths=(784, 64, 10), batch: int = 64)
     )
 
 
-def bench_inference(env: dict, rounds: int) -> list[Record]:
+def bench_inference(env: dict, rounds: int, rows=INFERENCE) -> list[Record]:
     records = []
-    for n_in, n_out, grid_size in INFERENCE:
+    for n_in, n_out, grid_size in rows:
         for batch in (1, 8):
             provs = providers(batch, n_in, n_out, grid_size)
-            with torch.inference_mode():
+            # The same layer with its weights packed once (efficient_kan.frozen_weights): a copy,
+            # so that "ours" still packs per call.
+            frozen = copy.deepcopy(provs["ours"][0])
+            provs["ours, frozen weights"] = (frozen, list(frozen.parameters()), provs["ours"][2])
+            with torch.inference_mode(), frozen_weights(frozen):
                 res = time_interleaved({k: (lambda f=f, x=x: f(x)) for k, (f, _, x) in provs.items()}, rounds)
             shape = _shape(batch, n_in, n_out, grid_size)
             records += _records(env, res, shape=shape, metric="inference_mode (1t)", extra={"threads": 1})
@@ -264,13 +271,18 @@ def _markdown(records: list[Record]) -> str:
     if inference:
         lines += ["", "Inference (`torch.inference_mode`), one thread (ms):", ""]
         lines += [
-            "| batch, in -> out, grid | ours | reference | floor | ours / floor |",
-            "|---|--:|--:|--:|--:|",
+            "| batch, in -> out, grid | ours | ours, frozen weights | reference | floor | ours / floor "
+            "| frozen / floor |",
+            "|---|--:|--:|--:|--:|--:|--:|",
         ]
+        frozen = "ours, frozen weights"
         for r in inference:
             key = lambda p, r=r: (p, r.shape, r.metric)  # noqa: E731
-            cells = " | ".join(_cell(found, key(p), 3) for p in ("ours", "reference", "floor"))
-            lines.append(f"| {r.shape} | {cells} | {_ratio(found, key('ours'), key('floor'))} |")
+            cells = " | ".join(_cell(found, key(p), 3) for p in ("ours", frozen, "reference", "floor"))
+            lines.append(
+                f"| {r.shape} | {cells} | {_ratio(found, key('ours'), key('floor'))} | "
+                f"{_ratio(found, key(frozen), key('floor'))} |"
+            )
     return "\n".join(lines)
 
 
@@ -305,7 +317,7 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_num_threads(1)
     widths, batch = ((12, 6, 3), 8) if args.smoke else ((784, 64, 10), 64)
     records += bench_training(env, 3 if args.smoke else args.train_steps, widths, batch)
-    records += [] if args.smoke else bench_inference(env, 200)
+    records += bench_inference(env, 3, SMOKE_INFERENCE) if args.smoke else bench_inference(env, 200)
     notes = [
         f"- Load average (1, 5, 15 min) at start {load_start}, at end {load()}.",
         "- float32, spline_order 3; milliseconds per call, median over interleaved rounds "

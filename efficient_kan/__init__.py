@@ -38,6 +38,7 @@ _check_kernels_importable()
 
 from .bspline import bspline_basis, uniform_grid  # noqa: E402
 from .convert import KanifyResult, kanify  # noqa: E402
+from .eager import frozen_weights  # noqa: E402
 from .functional import kan_linear  # noqa: E402
 from .layer import KAN, KANLinear  # noqa: E402
 from .models import calibrate, regularization_loss, update_grids  # noqa: E402
@@ -52,6 +53,7 @@ __all__ = [
     "bspline_basis",
     "calibrate",
     "configure",
+    "frozen_weights",
     "kan_linear",
     "kan_linear_reference",
     "kanify",

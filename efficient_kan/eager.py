@@ -28,9 +28,11 @@ activations, and machines where the C kernels cannot be built never enter here
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -42,7 +44,7 @@ from .bspline import _uniform_polynomials, uniform_knots
 from .cpu_kernels import MAX_K, UNIFORM_ORDERS, CpuKernels, KnotInfo
 from .reference import kan_linear_reference_backward, kan_linear_reference_jvp
 
-__all__ = ["eager_path_applies", "kan_linear_eager"]
+__all__ = ["eager_path_applies", "frozen_weights", "kan_linear_eager"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -172,6 +174,74 @@ def _packed_weight(kernels, base_weight, spline_weight, spline_scaler, start: in
     return packed
 
 
+class _FrozenPacks:
+    """Packed weights kept across calls for the layers inside :func:`frozen_weights`.
+
+    Keyed by the weight tensors themselves (the same objects, checked by identity) and the block of
+    features; a pack is remade when any of its weights' version counters moved (an optimizer step,
+    ``copy_``, ``load_state_dict``). Shared by all threads, as the layers are.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # id(spline_weight) -> [weights, users, {(start, stop): (versions, packed)}]
+        self.entries: dict[int, list] = {}
+
+    def hold(self, layers: list, delta: int) -> None:
+        with self.lock:
+            for layer in layers:
+                key = id(layer.spline_weight)
+                entry = self.entries.setdefault(key, [None, 0, {}])
+                entry[0] = (layer.base_weight, layer.spline_weight, layer.spline_scaler)
+                entry[1] += delta
+                if entry[1] <= 0:
+                    del self.entries[key]
+
+    def get(self, kernels, base_weight, spline_weight, spline_scaler, start, stop) -> torch.Tensor | None:
+        entry = self.entries.get(id(spline_weight))
+        if entry is None or any(
+            a is not b for a, b in zip(entry[0], (base_weight, spline_weight, spline_scaler), strict=True)
+        ):
+            return None
+        versions = tuple(-1 if t is None else t._version for t in entry[0])
+        with self.lock:
+            cached = entry[2].get((start, stop))
+            if cached is None or cached[0] != versions:
+                n_out, _, n_bases = spline_weight.shape
+                packed = spline_weight.new_empty(n_out, (stop - start) * (n_bases + 1))
+                scaler = None if spline_scaler is None else spline_scaler[:, start:stop]
+                kernels.pack(spline_weight[:, start:stop], scaler, base_weight[:, start:stop], packed)
+                cached = entry[2][start, stop] = (versions, packed)
+        return cached[1]
+
+
+_FROZEN = _FrozenPacks()
+
+
+@contextlib.contextmanager
+def frozen_weights(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Pack the weights of ``module``'s KAN layers once for the CPU calls inside the block that
+    record no graph (``torch.no_grad``/``torch.inference_mode``), instead of once per call.
+
+    For inference at small batches, where packing ``spline_weight * spline_scaler`` with
+    ``base_weight`` costs as much as the product itself. It holds one packed copy of each layer's
+    weights for the block's duration. Weights changed through PyTorch inside the block (an optimizer
+    step, ``copy_``, ``load_state_dict``) are packed again at the next call; writes that bypass the
+    version counters (``.data``, NumPy views) are not seen, which is why this is not the default.
+
+    >>> with torch.inference_mode(), efficient_kan.frozen_weights(model):
+    ...     y = model(x)
+    """
+    from .layer import KANLinear
+
+    layers = [m for m in module.modules() if isinstance(m, KANLinear)]
+    _FROZEN.hold(layers, +1)
+    try:
+        yield module
+    finally:
+        _FROZEN.hold(layers, -1)
+
+
 def _forward(
     x: torch.Tensor,
     base_weight: torch.Tensor,
@@ -195,7 +265,13 @@ def _forward(
         expanded = x.new_empty(n, n_in * lanes)
     else:
         expanded = _WORKSPACE.get("expanded", (n, n_in * lanes), x.dtype)
-    unpacked = not record and n == 1 and 2 * spline_weight.numel() * x.element_size() > _last_level_cache()
+    frozen = not record and bool(_FROZEN.entries)
+    unpacked = (
+        not record
+        and not frozen
+        and n == 1
+        and 2 * spline_weight.numel() * x.element_size() > _last_level_cache()
+    )
     blocks = [(0, n_in)] if unpacked else _feature_blocks(n_in, n_out, lanes, x.element_size())
     y = None
     for start, stop in blocks:
@@ -213,7 +289,11 @@ def _forward(
             y = x.new_empty(n, n_out)
             kernels.product_unpacked(part, spline_weight, spline_scaler, base_weight, bias, y)
             break
-        packed = _packed_weight(kernels, base_weight, spline_weight, spline_scaler, start, stop)
+        packed = (
+            _FROZEN.get(kernels, base_weight, spline_weight, spline_scaler, start, stop) if frozen else None
+        )
+        if packed is None:
+            packed = _packed_weight(kernels, base_weight, spline_weight, spline_scaler, start, stop)
         if y is None:
             y = torch.mm(part, packed.t()) if bias is None else torch.addmm(bias, part, packed.t())
         else:

@@ -379,3 +379,5 @@ def test_bench_cpu_layer_smoke(fresh_root):
     assert all(r.ok and r.benchmark == "bench_cpu_layer" for r in records)
     md = json_path.with_suffix(".md").read_text()
     assert "| 1 | 8, 12 -> 6, G5 | forward |" in md and "ours / reference" in md
+    assert "inference_mode (1t)" in {r.metric for r in records} and "| 1, 12 -> 6, G5 |" in md
+    assert "ours, frozen weights" in {r.provider for r in records}

@@ -393,3 +393,43 @@ def test_one_row_without_packing_equals_reference(monkeypatch, act):
     assert len(calls) == 2
     assert_close(layer(x), expected, atol=1e-12, rtol=1e-12)  # recording a graph: packed, as always
     assert len(calls) == 2
+
+
+def test_frozen_weights_pack_once_and_see_every_change_made_through_torch(monkeypatch):
+    from efficient_kan import eager, frozen_weights
+
+    model = nn.Sequential(_uniform_layer(6, 5, grid_size=5), nn.ReLU(), _uniform_layer(5, 3, grid_size=4))
+    x = torch.rand(4, 6, dtype=torch.float64) * 2 - 1
+
+    def expected():
+        with torch.no_grad():
+            h = kan_linear_reference(x, *_args(model[0])).relu()
+            return kan_linear_reference(h, *_args(model[2]))
+
+    packs = []
+    original = cpu_kernels.CpuKernels.pack
+    monkeypatch.setattr(
+        cpu_kernels.CpuKernels, "pack", lambda self, *a: packs.append(1) or original(self, *a)
+    )
+    with frozen_weights(model) as same:
+        assert same is model
+        for _ in range(3):
+            with torch.inference_mode():
+                assert_close(model(x), expected(), atol=1e-12, rtol=1e-12)
+            with torch.no_grad():
+                assert_close(model(x), expected(), atol=1e-12, rtol=1e-12)
+        assert len(packs) == 2  # once per layer
+        with torch.no_grad():
+            model[0].spline_scaler.mul_(-2)  # in-place through torch: seen
+        model[2].load_state_dict(
+            {k: v * 3 for k, v in model[2].state_dict().items() if k != "grid"}, strict=False
+        )
+        with torch.no_grad():
+            assert_close(model(x), expected(), atol=1e-12, rtol=1e-12)
+        assert len(packs) == 4
+        y = model(x.requires_grad_())  # recording a graph: packed per call, as always
+        assert len(packs) == 6 and y.requires_grad
+    assert not eager._FROZEN.entries
+    with pytest.raises(RuntimeError, match="inside"), frozen_weights(model):
+        raise RuntimeError("inside")
+    assert not eager._FROZEN.entries
