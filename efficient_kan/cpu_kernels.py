@@ -241,7 +241,11 @@ def _build(source: Path = SOURCE) -> Path:
     for arch in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
         out = Path(tmp_dir) / "build.so"
         cmd = [*cc, *FLAGS, *arch, str(source), "-o", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            errors.append(f"$ {shlex.join(cmd)}\ntimed out after 600 s")
+            continue
         if proc.returncode == 0:
             os.replace(out, target)  # atomic: concurrent builders each write a whole file
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -197,12 +197,18 @@ class _FrozenPacks:
                 if entry[1] <= 0:
                     del self.entries[key]
 
-    def get(self, kernels, base_weight, spline_weight, spline_scaler, start, stop) -> torch.Tensor | None:
+    def lookup(self, base_weight, spline_weight, spline_scaler) -> list | None:
+        """The entry of exactly these weight tensors, if their layer is inside the block."""
         entry = self.entries.get(id(spline_weight))
         if entry is None or any(
             a is not b for a, b in zip(entry[0], (base_weight, spline_weight, spline_scaler), strict=True)
         ):
             return None
+        return entry
+
+    def packed(self, kernels, entry: list, start: int, stop: int) -> torch.Tensor:
+        """The entry's packed weight of features ``start:stop``, packed again if a weight changed."""
+        base_weight, spline_weight, spline_scaler = entry[0]
         versions = tuple(-1 if t is None else t._version for t in entry[0])
         with self.lock:
             cached = entry[2].get((start, stop))
@@ -265,10 +271,12 @@ def _forward(
         expanded = x.new_empty(n, n_in * lanes)
     else:
         expanded = _WORKSPACE.get("expanded", (n, n_in * lanes), x.dtype)
-    frozen = not record and bool(_FROZEN.entries)
+    frozen = (
+        _FROZEN.lookup(base_weight, spline_weight, spline_scaler) if not record and _FROZEN.entries else None
+    )
     unpacked = (
         not record
-        and not frozen
+        and frozen is None
         and n == 1
         and 2 * spline_weight.numel() * x.element_size() > _last_level_cache()
     )
@@ -289,10 +297,9 @@ def _forward(
             y = x.new_empty(n, n_out)
             kernels.product_unpacked(part, spline_weight, spline_scaler, base_weight, bias, y)
             break
-        packed = (
-            _FROZEN.get(kernels, base_weight, spline_weight, spline_scaler, start, stop) if frozen else None
-        )
-        if packed is None:
+        if frozen is not None:
+            packed = _FROZEN.packed(kernels, frozen, start, stop)
+        else:
             packed = _packed_weight(kernels, base_weight, spline_weight, spline_scaler, start, stop)
         if y is None:
             y = torch.mm(part, packed.t()) if bias is None else torch.addmm(bias, part, packed.t())

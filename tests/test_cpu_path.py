@@ -433,3 +433,23 @@ def test_frozen_weights_pack_once_and_see_every_change_made_through_torch(monkey
     with pytest.raises(RuntimeError, match="inside"), frozen_weights(model):
         raise RuntimeError("inside")
     assert not eager._FROZEN.entries
+
+
+def test_frozen_weights_of_one_layer_leave_the_others_on_their_own_paths(monkeypatch):
+    """Only the layers inside the block use kept packs; another layer's single row still skips
+    packing when its weights outgrow the cache."""
+    from efficient_kan import eager, frozen_weights
+
+    inside, outside = _uniform_layer(9, 4, grid_size=5), _uniform_layer(9, 4, grid_size=5)
+    x = torch.rand(1, 9, dtype=torch.float64) * 2 - 1
+    unpacked = []
+    original = cpu_kernels.CpuKernels.product_unpacked
+    monkeypatch.setattr(eager, "_last_level_cache", lambda: 1)
+    monkeypatch.setattr(
+        cpu_kernels.CpuKernels, "product_unpacked", lambda self, *a: unpacked.append(1) or original(self, *a)
+    )
+    with frozen_weights(inside), torch.inference_mode():
+        assert_close(inside(x), kan_linear_reference(x, *_args(inside)), atol=1e-12, rtol=1e-12)
+        assert not unpacked  # its kept pack
+        assert_close(outside(x), kan_linear_reference(x, *_args(outside)), atol=1e-12, rtol=1e-12)
+        assert unpacked == [1]

@@ -16,3 +16,4 @@ def test_readme_usage_example_runs():
     exec(compile(match.group(1), str(README), "exec"), namespace)
     assert namespace["y"].shape == (32, 64)
     assert namespace["logits"].shape == (32, 10)
+    assert namespace["one"].shape == (1, 10)  # under frozen_weights
