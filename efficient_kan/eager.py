@@ -187,14 +187,25 @@ class _FrozenPacks:
         # id(spline_weight) -> [weights, users, {(start, stop): (versions, packed)}]
         self.entries: dict[int, list] = {}
 
-    def hold(self, layers: list, delta: int) -> None:
+    def hold(self, layers: list) -> list[int]:
+        """Keep packs for ``layers`` (nested blocks count); returns the keys for :meth:`release`."""
+        keys = []
         with self.lock:
             for layer in layers:
                 key = id(layer.spline_weight)
                 entry = self.entries.setdefault(key, [None, 0, {}])
                 entry[0] = (layer.base_weight, layer.spline_weight, layer.spline_scaler)
-                entry[1] += delta
-                if entry[1] <= 0:
+                entry[1] += 1
+                keys.append(key)
+        return keys
+
+    def release(self, keys: list[int]) -> None:
+        """Undo :meth:`hold` (by its keys: a weight replaced inside the block is released too)."""
+        with self.lock:
+            for key in keys:
+                entry = self.entries[key]
+                entry[1] -= 1
+                if entry[1] == 0:
                     del self.entries[key]
 
     def lookup(self, base_weight, spline_weight, spline_scaler) -> list | None:
@@ -241,11 +252,11 @@ def frozen_weights(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
     from .layer import KANLinear
 
     layers = [m for m in module.modules() if isinstance(m, KANLinear)]
-    _FROZEN.hold(layers, +1)
+    keys = _FROZEN.hold(layers)
     try:
         yield module
     finally:
-        _FROZEN.hold(layers, -1)
+        _FROZEN.release(keys)
 
 
 def _forward(

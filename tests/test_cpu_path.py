@@ -433,6 +433,11 @@ def test_frozen_weights_pack_once_and_see_every_change_made_through_torch(monkey
     with pytest.raises(RuntimeError, match="inside"), frozen_weights(model):
         raise RuntimeError("inside")
     assert not eager._FROZEN.entries
+    with frozen_weights(model), frozen_weights(model[0]):  # nested; a weight replaced inside
+        model[0].spline_weight = nn.Parameter(model[0].spline_weight.detach() * 2)
+        with torch.no_grad():
+            assert_close(model(x), expected(), atol=1e-12, rtol=1e-12)  # the new weight, per call
+    assert not eager._FROZEN.entries
 
 
 def test_frozen_weights_of_one_layer_leave_the_others_on_their_own_paths(monkeypatch):
